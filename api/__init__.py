@@ -1,0 +1,1 @@
+"""The HTTP API of DESIGN §7 (FastAPI) and the operators' dashboard."""

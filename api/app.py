@@ -1,0 +1,46 @@
+"""The FastAPI application factory. Settings and handles come in; nothing is global."""
+
+from collections.abc import Callable
+from pathlib import Path
+
+from cems.api.auth import TokenTable
+from cems.api.routes import health, stacks
+from cems.store.influx import Influx
+from fastapi import FastAPI
+from fastapi.responses import FileResponse
+from fastapi.staticfiles import StaticFiles
+
+import cems
+from cems.config import Config
+
+STATIC = Path(__file__).parent / "static"
+
+
+def create_app(cfg: Config, db: Influx, live: Callable[[str, str], dict | None],
+               health_checks: Callable[[], dict]) -> FastAPI:
+    """Build the app.
+
+    Parameters
+    ----------
+    cfg : the validated configuration (plants, stacks, tokens)
+    db : the store handle the read endpoints query
+    live : (plant, stack) -> the live body, or None before the pipeline has started
+    health_checks : () -> dict of named checks, each a dict with at least ``ok``
+    """
+    app = FastAPI(title="carbon-cems", version=cems.__version__,
+                  description="Online CO2 emissions monitoring: live totals for operators, reconciled "
+                              "figures for regulators (DESIGN §7).")
+    app.state.cfg = cfg
+    app.state.db = db
+    app.state.live = live
+    app.state.health = health_checks
+    app.state.tokens = TokenTable(cfg.api.tokens)
+    app.include_router(health.router, prefix="/api/v1", tags=["health"])
+    app.include_router(stacks.router, prefix="/api/v1", tags=["stacks"])
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+
+    @app.get("/", include_in_schema=False)
+    def dashboard() -> FileResponse:
+        return FileResponse(STATIC / "index.html")
+
+    return app

@@ -1,0 +1,54 @@
+"""Bearer tokens with a role and plant scopes. Tokens are kept only as SHA-256 digests in memory."""
+
+import hashlib
+from dataclasses import dataclass
+
+from fastapi import HTTPException, Request
+
+from cems.config import TokenConfig
+
+READ_ROLES = frozenset({"operator", "regulator", "admin"})
+
+
+@dataclass(frozen=True)
+class Principal:
+    role: str
+    plants: frozenset[str]
+    name: str
+
+    def may_see(self, plant: str) -> bool:
+        return "*" in self.plants or plant in self.plants
+
+
+def _digest(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+class TokenTable:
+    def __init__(self, tokens: list[TokenConfig]):
+        self._by_digest = {
+            _digest(t.token): Principal(t.role, frozenset(t.plants), t.name or f"{t.role}#{i}")
+            for i, t in enumerate(tokens)
+        }
+
+    def lookup(self, token: str) -> Principal | None:
+        return self._by_digest.get(_digest(token))
+
+
+def principal(request: Request) -> Principal:
+    header = request.headers.get("authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token:
+        raise HTTPException(401, "missing bearer token (Authorization: Bearer <token>)",
+                            headers={"WWW-Authenticate": "Bearer"})
+    p = request.app.state.tokens.lookup(token.strip())
+    if p is None:
+        raise HTTPException(401, "invalid token", headers={"WWW-Authenticate": "Bearer"})
+    return p
+
+
+def reader(request: Request) -> Principal:
+    p = principal(request)
+    if p.role not in READ_ROLES:
+        raise HTTPException(403, f"role {p.role!r} may not read figures")
+    return p

@@ -1,0 +1,279 @@
+"""The TOML configuration of DESIGN §7a, loaded and validated once at start-up.
+
+Every error names the key and the problem, e.g. ``plants[0].stacks[1].area_m2: must be > 0``.
+"""
+
+import os
+import tomllib
+import zoneinfo
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from cems.compute import constants as K
+from cems.compute.channels import NAMES
+from cems.compute.params import StackSpec
+
+Id = Annotated[str, Field(pattern=r"^[a-z0-9_-]{1,64}$")]
+ChannelName = Literal[NAMES]  # type: ignore[valid-type]
+ROLES = ("operator", "regulator", "gateway", "admin")
+REGIMES = ("china", "eu", "us_part75")
+IMPLEMENTED_REGIMES = ("china", "eu")
+
+
+class ConfigError(Exception):
+    """The configuration cannot be used; the message names the file, the key and the problem."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class MqttConfig(_Section):
+    host: str = "127.0.0.1"
+    port: int = Field(1883, ge=1, le=65535)
+    username: str | None = None
+    password: str | None = None
+    client_id: str = Field("cems-collector", min_length=1, max_length=128)
+    keepalive_s: int = Field(30, ge=5, le=3600)
+    queue_messages: int = Field(10_000, ge=10)  # messages taken from the broker but not yet processed
+
+
+class InfluxConfig(_Section):
+    url: str = "http://127.0.0.1:8086"
+    database: str = "cems"
+    username: str | None = None
+    password: str | None = None
+    token: str | None = None
+    org: str | None = None
+    bucket: str | None = None
+    timeout_s: float = Field(10.0, gt=0)
+
+
+class TokenConfig(_Section):
+    token: str = Field(min_length=8)
+    role: Literal[ROLES]  # type: ignore[valid-type]
+    plants: list[str] = ["*"]
+    name: str | None = None
+
+
+class ApiConfig(_Section):
+    host: str = "127.0.0.1"
+    port: int = Field(8080, ge=1, le=65535)
+    tokens: list[TokenConfig] = []
+
+    @field_validator("tokens")
+    @classmethod
+    def _unique(cls, v: list[TokenConfig]) -> list[TokenConfig]:
+        seen = set()
+        for i, t in enumerate(v):
+            if t.token in seen:
+                raise ValueError(f"token [{i}] repeats an earlier token")
+            seen.add(t.token)
+        return v
+
+
+class StorageConfig(_Section):
+    data_dir: Path = Path("var/data")
+
+
+Pair = tuple[float, float]
+
+
+class StackConfig(_Section):
+    id: Id
+    name: str | None = None
+    area_m2: float | None = Field(None, gt=0)
+    kv: float | None = Field(None, gt=0)
+    flow_basis: Literal["actual_wet", "std_wet", "std_dry"] = "actual_wet"
+    co2_basis: Literal["dry", "wet"] = "dry"
+    minute_min_samples: int = Field(K.MINUTE_MIN_SAMPLES, ge=1, le=600)
+    co2_density_kg_m3: float = Field(K.M_CO2_OVER_VM, gt=0, lt=10)
+    ranges: dict[ChannelName, Pair] = {}
+    calibration: dict[ChannelName, Pair] = {}
+    max_potential: dict[str, float] = {}
+
+    @field_validator("ranges")
+    @classmethod
+    def _ranges_ordered(cls, v: dict[str, Pair]) -> dict[str, Pair]:
+        for name, (lo, hi) in v.items():
+            if not lo < hi:
+                raise ValueError(f"{name}: range [{lo}, {hi}] must have low < high")
+        return v
+
+    @field_validator("calibration")
+    @classmethod
+    def _slope_nonzero(cls, v: dict[str, Pair]) -> dict[str, Pair]:
+        for name, (_a, b) in v.items():
+            if b == 0:
+                raise ValueError(f"{name}: calibration slope b must not be 0 (y = a + b*x)")
+        return v
+
+    @model_validator(mode="after")
+    def _velocity_needs_area(self) -> "StackConfig":
+        if self.area_m2 is None and (self.kv is not None or "velocity_ms" in self.ranges
+                                     or "velocity_ms" in self.calibration):
+            raise ValueError("area_m2 is missing: flow from velocity_ms needs the stack area "
+                             "(kv, ranges.velocity_ms or calibration.velocity_ms are set)")
+        return self
+
+    @property
+    def display_name(self) -> str:
+        return self.name or self.id
+
+
+class PlantConfig(_Section):
+    id: Id
+    name: str | None = None
+    timezone: str = "Asia/Shanghai"
+    regime: Literal[REGIMES] = "china"  # type: ignore[valid-type]
+    substitution: Literal["part75", "eu_mrr"] = "part75"
+    lock_after_days: int = Field(K.LOCK_AFTER_DAYS, ge=1, le=3660)
+    lateness_h: float = Field(K.LATENESS_S / 3600, ge=0, le=240)
+    stacks: list[StackConfig] = Field(min_length=1)
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, v: str) -> str:
+        try:
+            zoneinfo.ZoneInfo(v)
+        except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown timezone {v!r} (an IANA name such as 'Asia/Shanghai')") from None
+        return v
+
+    @field_validator("regime")
+    @classmethod
+    def _implemented(cls, v: str) -> str:
+        if v not in IMPLEMENTED_REGIMES:
+            raise ValueError(f"regime {v!r} is part of the design but not implemented yet; "
+                             f"use one of {', '.join(IMPLEMENTED_REGIMES)}")
+        return v
+
+    @field_validator("stacks")
+    @classmethod
+    def _unique_stacks(cls, v: list[StackConfig]) -> list[StackConfig]:
+        ids = [s.id for s in v]
+        dup = {i for i in ids if ids.count(i) > 1}
+        if dup:
+            raise ValueError(f"stack ids repeat: {', '.join(sorted(dup))}")
+        return v
+
+    @property
+    def display_name(self) -> str:
+        return self.name or self.id
+
+
+class Hj212Device(_Section):
+    mn: str = Field(min_length=1, max_length=64)
+    password: str = ""
+    plant: Id
+    stack: Id
+    co2_unit: Literal["pct", "mg_m3"] = "pct"
+    pressure: Literal["gauge", "absolute"] = "gauge"
+    flow_unit: Literal["m3_s", "m3_h"] = "m3_s"
+    pressure_unit: Literal["kPa", "Pa"] = "kPa"
+    sm4_key: str = Field("", pattern=r"^([0-9a-fA-F]{32})?$")
+
+
+class Hj212Config(_Section):
+    listen: str = "0.0.0.0:6000"
+    ambient_kpa: float = Field(101.325, gt=50, lt=120)
+    devices: list[Hj212Device] = []
+
+
+class Config(_Section):
+    mqtt: MqttConfig = MqttConfig()
+    influx: InfluxConfig = InfluxConfig()
+    api: ApiConfig = ApiConfig()
+    storage: StorageConfig = StorageConfig()
+    plants: list[PlantConfig] = Field(min_length=1)
+    hj212: Hj212Config | None = None
+
+    @model_validator(mode="after")
+    def _cross_refs(self) -> "Config":
+        ids = [p.id for p in self.plants]
+        dup = {i for i in ids if ids.count(i) > 1}
+        if dup:
+            raise ValueError(f"plants: ids repeat: {', '.join(sorted(dup))}")
+        # A token may name plants this instance does not (yet) serve: tokens are often shared across
+        # instances that each own some plants (DESIGN §2); `unknown_token_plants` lists them for a warning.
+        stacks = {(p.id, s.id) for p in self.plants for s in p.stacks}
+        for i, d in enumerate(self.hj212.devices if self.hj212 else []):
+            if (d.plant, d.stack) not in stacks:
+                raise ValueError(f"hj212.devices[{i}]: unknown plant/stack {d.plant}/{d.stack}")
+        return self
+
+    def unknown_token_plants(self) -> list[str]:
+        ids = {p.id for p in self.plants}
+        return sorted({p for t in self.api.tokens for p in t.plants if p != "*" and p not in ids})
+
+    def plant(self, plant_id: str) -> PlantConfig | None:
+        return next((p for p in self.plants if p.id == plant_id), None)
+
+    def stack_specs(self) -> list[tuple[PlantConfig, StackConfig, StackSpec]]:
+        """Every configured stack with the numeric core's view of it, in a fixed order."""
+        out = []
+        for p in self.plants:
+            eu = p.regime == "eu"
+            for s in p.stacks:
+                out.append((p, s, StackSpec(
+                    area_m2=s.area_m2, kv=s.kv or 1.0, flow_basis=s.flow_basis, co2_basis=s.co2_basis,
+                    co2_density_kg_m3=s.co2_density_kg_m3, minute_min_samples=s.minute_min_samples,
+                    t0_k=K.T0_K_EU if eu else K.T0_K_CHINA,
+                    hour_min_valid_pct=K.HOUR_MIN_VALID_PCT_EU if eu else K.HOUR_MIN_VALID_PCT_CHINA,
+                    ranges=tuple((n, lo, hi) for n, (lo, hi) in s.ranges.items()),
+                    calibration=tuple((n, a, b) for n, (a, b) in s.calibration.items()),
+                )))
+        return out
+
+
+def _loc(loc: tuple) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        elif part in ("function-after", "function-before") or str(part).startswith(("literal[", "tuple[")):
+            continue
+        else:
+            out += ("." if out else "") + str(part)
+    return out or "(top level)"
+
+
+def _message(err: dict) -> str:
+    if err["type"] == "extra_forbidden":
+        return "unknown key"
+    msg = err["msg"]
+    for prefix in ("Value error, ", "Assertion failed, "):
+        if msg.startswith(prefix):
+            msg = msg[len(prefix):]
+    return msg
+
+
+def parse_config(text: str, source: str = "<config>", base_dir: Path | None = None) -> Config:
+    """Parse and validate TOML text; relative `storage.data_dir` is taken from `base_dir`."""
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{source}: not valid TOML: {e}") from None
+    try:
+        cfg = Config.model_validate(raw)
+    except ValidationError as e:
+        lines = [f"{_loc(err['loc'])}: {_message(err)}" for err in e.errors()]
+        raise ConfigError(f"{source}: " + "; ".join(lines)) from None
+    if base_dir is not None and not cfg.storage.data_dir.is_absolute():
+        cfg = cfg.model_copy(update={"storage": StorageConfig(data_dir=base_dir / cfg.storage.data_dir)})
+    return cfg
+
+
+def load_config(path: str | os.PathLike | None = None) -> Config:
+    """Load the config named by `path`, else by the CEMS_CONFIG environment variable."""
+    path = path or os.environ.get("CEMS_CONFIG")
+    if not path:
+        raise ConfigError("no configuration: pass --config FILE or set CEMS_CONFIG")
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except OSError as e:
+        raise ConfigError(f"{p}: cannot read: {e.strerror}") from None
+    return parse_config(text, str(p), p.resolve().parent)

@@ -1,0 +1,233 @@
+#!/usr/bin/env python3
+"""Local mosquitto and InfluxDB on loopback, with their data under a directory of ours.
+
+Standard library only, so it runs before the project is installed:
+
+    python3 cems/localservices.py start [--dir var/services] [--mqtt-port 1883] [--influx-port 8086]
+    python3 cems/localservices.py stop|status [--dir var/services]
+    python3 cems/localservices.py install      # apt-get install mosquitto influxdb when missing
+
+The test fixtures use the same functions to start private instances on free ports.
+"""
+
+import argparse
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+PACKAGES = {"mosquitto": "mosquitto", "influxd": "influxdb"}
+
+
+class ServiceError(RuntimeError):
+    pass
+
+
+def missing_binaries() -> list[str]:
+    return [b for b in PACKAGES if shutil.which(b) is None and not Path(f"/usr/sbin/{b}").exists()]
+
+
+def binary(name: str) -> str:
+    return shutil.which(name) or f"/usr/sbin/{name}"
+
+
+def ensure_installed(quiet: bool = False) -> None:
+    """Install mosquitto and InfluxDB from Debian's packages when they are missing."""
+    missing = missing_binaries()
+    if not missing:
+        return
+    pkgs = sorted({PACKAGES[b] for b in missing})
+    if shutil.which("apt-get") is None:
+        raise ServiceError(f"{', '.join(missing)} not found and no apt-get here: install {', '.join(pkgs)}")
+    sudo = [] if os.geteuid() == 0 else ["sudo"]
+    if not quiet:
+        print(f"installing {' '.join(pkgs)} from Debian packages ...", flush=True)
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    out = None if not quiet else subprocess.DEVNULL
+    subprocess.run([*sudo, "apt-get", "update", "-qq"], check=True, env=env, stdout=out)
+    subprocess.run([*sudo, "apt-get", "install", "-y", "-qq", *pkgs], check=True, env=env, stdout=out)
+    still = missing_binaries()
+    if still:
+        raise ServiceError(f"{', '.join(still)} still missing after installing {', '.join(pkgs)}")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def port_open(port: int, host: str = "127.0.0.1") -> bool:
+    try:
+        socket.create_connection((host, port), 0.5).close()
+        return True
+    except OSError:
+        return False
+
+
+def wait_port(port: int, proc: subprocess.Popen | None = None, timeout: float = 30.0) -> None:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if port_open(port):
+            return
+        if proc is not None and proc.poll() is not None:
+            raise ServiceError(f"{proc.args[0]} exited with {proc.returncode} before listening on {port}")
+        time.sleep(0.1)
+    raise ServiceError(f"nothing listening on 127.0.0.1:{port} after {timeout:.0f} s")
+
+
+@dataclass
+class Service:
+    name: str
+    port: int
+    proc: subprocess.Popen
+    log: Path
+
+    def stop(self, timeout: float = 15.0) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+
+def mosquitto_conf(port: int, data: Path, host: str = "127.0.0.1") -> str:
+    # persistence keeps sessions and queued QoS 1 messages across broker restarts; max_queued_messages 0
+    # lifts mosquitto's default cap of 1000, beyond which it silently drops QoS 1 messages of a
+    # persistent session that is offline (DESIGN §3).
+    return (f"listener {port} {host}\nallow_anonymous true\npersistence true\n"
+            f"persistence_location {data}/\nautosave_interval 10\nmax_queued_messages 0\n"
+            f"max_inflight_messages 100\nlog_dest stdout\nlog_type error\nlog_type warning\n")
+
+
+def influx_conf(port: int, data: Path) -> str:
+    return (f'reporting-disabled = true\nbind-address = "127.0.0.1:{free_port()}"\n'
+            f'[meta]\n  dir = "{data}/meta"\n'
+            f'[data]\n  dir = "{data}/data"\n  wal-dir = "{data}/wal"\n  query-log-enabled = false\n'
+            f'[monitor]\n  store-enabled = false\n'
+            f'[http]\n  bind-address = "127.0.0.1:{port}"\n  log-enabled = false\n'
+            f'[logging]\n  level = "warn"\n')
+
+
+def _spawn(name: str, cmd: list[str], port: int, workdir: Path, detach: bool) -> Service:
+    log = workdir / f"{name}.log"
+    with open(log, "ab") as f:
+        proc = subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                start_new_session=detach)
+    try:
+        wait_port(port, proc)
+    except ServiceError as e:
+        raise ServiceError(f"{name}: {e}; see {log}") from None
+    (workdir / f"{name}.pid").write_text(str(proc.pid))
+    return Service(name, port, proc, log)
+
+
+def start_mosquitto(workdir: Path, port: int, detach: bool = False) -> Service:
+    data = workdir / "mosquitto"
+    data.mkdir(parents=True, exist_ok=True)
+    conf = workdir / "mosquitto.conf"
+    conf.write_text(mosquitto_conf(port, data))
+    return _spawn("mosquitto", [binary("mosquitto"), "-c", str(conf)], port, workdir, detach)
+
+
+def start_influxd(workdir: Path, port: int, detach: bool = False) -> Service:
+    data = workdir / "influxdb"
+    data.mkdir(parents=True, exist_ok=True)
+    conf = workdir / "influxdb.conf"
+    conf.write_text(influx_conf(port, data))
+    svc = _spawn("influxd", [binary("influxd"), "run", "-config", str(conf)], port, workdir, detach)
+    _wait_influx_ready(port)
+    return svc
+
+
+def _wait_influx_ready(port: int, timeout: float = 30.0) -> None:
+    import urllib.request
+
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/ping", timeout=2) as r:
+                if r.status == 204:
+                    return
+        except OSError:
+            pass
+        time.sleep(0.1)
+    raise ServiceError(f"InfluxDB on port {port} did not answer /ping")
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+        return True
+    except OSError:
+        return False
+
+
+def stop_dir(workdir: Path) -> list[str]:
+    stopped = []
+    for name in ("mosquitto", "influxd"):
+        pidfile = workdir / f"{name}.pid"
+        if not pidfile.exists():
+            continue
+        pid = int(pidfile.read_text())
+        if _pid_alive(pid):
+            os.kill(pid, signal.SIGTERM)
+            for _ in range(150):
+                if not _pid_alive(pid):
+                    break
+                time.sleep(0.1)
+            else:
+                os.kill(pid, signal.SIGKILL)
+            stopped.append(name)
+        pidfile.unlink()
+    return stopped
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("action", choices=["install", "start", "stop", "status"])
+    ap.add_argument("--dir", default="var/services", help="where data, logs and pid files go")
+    ap.add_argument("--mqtt-port", type=int, default=1883)
+    ap.add_argument("--influx-port", type=int, default=8086)
+    a = ap.parse_args(argv)
+    workdir = Path(a.dir).resolve()
+    try:
+        if a.action == "install":
+            ensure_installed()
+        elif a.action == "start":
+            ensure_installed()
+            workdir.mkdir(parents=True, exist_ok=True)
+            for name, port, fn in (("mosquitto", a.mqtt_port, start_mosquitto),
+                                   ("influxd", a.influx_port, start_influxd)):
+                if port_open(port):
+                    print(f"{name}: port {port} already in use; assuming it is running")
+                    continue
+                svc = fn(workdir, port, detach=True)
+                print(f"{name}: 127.0.0.1:{port} (pid {svc.proc.pid}, data in {workdir}, log {svc.log})")
+        elif a.action == "stop":
+            print("stopped: " + (", ".join(stop_dir(workdir)) or "nothing was running"))
+        else:
+            for name in ("mosquitto", "influxd"):
+                pidfile = workdir / f"{name}.pid"
+                alive = pidfile.exists() and _pid_alive(int(pidfile.read_text()))
+                print(f"{name}: {'running' if alive else 'stopped'}")
+    except (ServiceError, subprocess.CalledProcessError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,141 @@
+"""Minute figures (DESIGN §4): status, channel means, standard dry flow, CO2 concentration and mass."""
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .channels import CO2, FLOW, H2O, N_CHANNELS, PRESS, TEMP, VELOCITY
+from .formulas import (
+    actual_flow_from_velocity,
+    co2_mass_concentration,
+    co2_wet_to_dry,
+    dry_standard_flow,
+    mass_rate_kg_h,
+    wet_standard_to_dry,
+)
+from .jit import kernel
+from .params import StackParams
+from .validity import INVALID, STOPPED, VALID
+
+FLOW_ACTUAL_WET, FLOW_STD_WET, FLOW_STD_DRY = 0, 1, 2
+
+
+@dataclass(frozen=True)
+class MinuteFigures:
+    """One row per group (a stack's minute). Flow and CO2 figures are NaN unless the minute is valid."""
+
+    n: np.ndarray  # int64 readings
+    n_valid: np.ndarray  # int64
+    n_stopped: np.ndarray  # int64
+    status: np.ndarray  # int8 VALID, STOPPED or INVALID
+    means: np.ndarray  # float64 (groups, N_CHANNELS): mean of each channel over valid readings
+    qs_m3_h: np.ndarray  # actual wet flow (or the flow on the stack's basis)
+    qsn_m3_h: np.ndarray  # dry flow at standard conditions
+    co2_dry_pct: np.ndarray
+    co2_mg_m3: np.ndarray
+    rate_kg_h: np.ndarray
+    mass_kg: np.ndarray  # 0 for stopped minutes, NaN for invalid ones
+
+
+@kernel
+def _minutes(offsets, group_stack, validity, values, area, kv, flow_basis, co2_wet, density, min_samples,
+             t0_k, p0_kpa, n_out, nv_out, ns_out, status, means, qs, qsn, co2d, cq, rate, mass):
+    g_count = offsets.shape[0] - 1
+    c_count = values.shape[1]
+    sums = np.empty(c_count)
+    counts = np.empty(c_count, dtype=np.int64)
+    for g in range(g_count):
+        s = group_stack[g]
+        lo, hi = offsets[g], offsets[g + 1]
+        nv = 0
+        ns = 0
+        sums[:] = 0.0
+        counts[:] = 0
+        for i in range(lo, hi):
+            v = validity[i]
+            if v == STOPPED:
+                ns += 1
+            elif v == VALID:
+                nv += 1
+                for j in range(c_count):
+                    x = values[i, j]
+                    if np.isfinite(x):
+                        sums[j] += x
+                        counts[j] += 1
+        n = hi - lo
+        n_out[g], nv_out[g], ns_out[g] = n, nv, ns
+        for j in range(c_count):
+            means[g, j] = sums[j] / counts[j] if counts[j] > 0 else np.nan
+        # Stopped is checked first: more than half the minute's readings carry F.
+        if 2 * ns > n:
+            status[g] = STOPPED
+        elif nv >= min_samples[s]:
+            status[g] = VALID
+        else:
+            status[g] = INVALID
+        qs[g] = qsn[g] = co2d[g] = cq[g] = rate[g] = np.nan
+        if status[g] == STOPPED:
+            mass[g] = 0.0
+            continue
+        if status[g] != VALID:
+            mass[g] = np.nan
+            continue
+        h2o = means[g, H2O]
+        if np.isfinite(area[s]):
+            q = actual_flow_from_velocity(means[g, VELOCITY], area[s], kv[s])
+        else:
+            q = means[g, FLOW]
+        if flow_basis[s] == FLOW_ACTUAL_WET:
+            qn = dry_standard_flow(q, means[g, TEMP], means[g, PRESS], h2o, t0_k[s], p0_kpa[s])
+        elif flow_basis[s] == FLOW_STD_WET:
+            qn = wet_standard_to_dry(q, h2o)
+        else:
+            qn = q
+        c = co2_wet_to_dry(means[g, CO2], h2o) if co2_wet[s] else means[g, CO2]
+        conc = co2_mass_concentration(c, density[s])
+        qs[g], qsn[g], co2d[g], cq[g] = q, qn, c, conc
+        rate[g] = mass_rate_kg_h(conc, qn)
+        mass[g] = rate[g] / 60.0
+
+
+def minute_figures(offsets, group_stack, validity, values, params: StackParams) -> MinuteFigures:
+    """Figures for groups of readings, each group one stack's minute.
+
+    Parameters
+    ----------
+    offsets : int64 (groups + 1,) readings of group g are ``offsets[g]:offsets[g + 1]``
+    group_stack : int64 (groups,) stack row of each group in `params`
+    validity : int8 (n,) from `validity.classify_readings`
+    values : float64 (n, N_CHANNELS) calibrated channel values
+    params : per-stack parameters
+
+    Notes
+    -----
+    Status (DESIGN §4): stopped if more than half the readings are stopped; else valid with at least
+    ``min_samples`` valid readings; else invalid. Means over valid readings; ``Qsn`` from the means
+    (HJ 212-2017 App. D eq. 31), ``CQ`` from the mean dry CO2 (eq. 20), mass rate ``CQ * Qsn * 1e-6``
+    [kg/h] and minute mass = rate / 60 [kg].
+    """
+    offsets = np.asarray(offsets, dtype=np.int64)
+    g = offsets.shape[0] - 1
+    out = MinuteFigures(
+        n=np.empty(g, np.int64), n_valid=np.empty(g, np.int64), n_stopped=np.empty(g, np.int64),
+        status=np.empty(g, np.int8), means=np.empty((g, N_CHANNELS)), qs_m3_h=np.empty(g),
+        qsn_m3_h=np.empty(g), co2_dry_pct=np.empty(g), co2_mg_m3=np.empty(g), rate_kg_h=np.empty(g),
+        mass_kg=np.empty(g),
+    )
+    _minutes(offsets, np.asarray(group_stack, dtype=np.int64), np.asarray(validity, dtype=np.int8),
+             np.ascontiguousarray(values, dtype=np.float64), params.area_m2, params.kv, params.flow_basis,
+             params.co2_wet, params.density_kg_m3, params.min_samples, params.t0_k, params.p0_kpa,
+             out.n, out.n_valid, out.n_stopped, out.status, out.means, out.qs_m3_h, out.qsn_m3_h,
+             out.co2_dry_pct, out.co2_mg_m3, out.rate_kg_h, out.mass_kg)
+    return out
+
+
+def group_offsets(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """For keys sorted ascending, the first index of each run and the offsets array (runs + 1)."""
+    keys = np.asarray(keys)
+    if keys.size == 0:
+        return np.zeros(0, np.int64), np.zeros(1, np.int64)
+    starts = np.flatnonzero(np.r_[True, keys[1:] != keys[:-1]])
+    return starts, np.r_[starts, keys.size].astype(np.int64)

@@ -1,0 +1,68 @@
+"""The MQTT collector: a paho-mqtt 2.x client on a persistent session, QoS 1, manual acknowledgement.
+
+Callbacks do nothing but hand messages to a bounded queue (backpressure: when the queue is full paho
+stops reading and the broker holds the messages). A message is acknowledged (PUBACK) only when the
+processor says its readings are stored, so a crash before that makes the broker deliver it again.
+"""
+
+import logging
+import queue
+import threading
+import time
+
+import paho.mqtt.client as mqtt
+from cems.ingest.pipeline import Message
+
+from cems.config import MqttConfig
+
+log = logging.getLogger("cems.collector")
+READINGS_FILTER = "cems/v1/+/+/readings"
+
+
+class Collector:
+    def __init__(self, cfg: MqttConfig, out: "queue.Queue[Message]", topic_filter: str = READINGS_FILTER,
+                 client_factory=mqtt.Client):
+        self.cfg = cfg
+        self.out = out
+        self.topic_filter = topic_filter
+        self.connected = threading.Event()
+        self.client = client_factory(mqtt.CallbackAPIVersion.VERSION2, client_id=cfg.client_id,
+                                     clean_session=False, protocol=mqtt.MQTTv311, manual_ack=True)
+        if cfg.username:
+            self.client.username_pw_set(cfg.username, cfg.password)
+        self.client.reconnect_delay_set(min_delay=1, max_delay=30)
+        self.client.on_connect = self._on_connect
+        self.client.on_disconnect = self._on_disconnect
+        self.client.on_message = self._on_message
+
+    def _on_connect(self, client, userdata, flags, reason_code, properties):
+        if reason_code.is_failure:
+            log.error("broker %s:%s refused the connection: %s", self.cfg.host, self.cfg.port, reason_code)
+            return
+        # The session is persistent, but subscribing again is harmless and covers a broker that lost it.
+        client.subscribe(self.topic_filter, qos=1)
+        self.connected.set()
+        log.info("connected to %s:%s (session present: %s), subscribed to %s", self.cfg.host, self.cfg.port,
+                 flags.session_present, self.topic_filter)
+
+    def _on_disconnect(self, client, userdata, flags, reason_code, properties):
+        self.connected.clear()
+        log.warning("disconnected from the broker (%s); paho reconnects with backoff", reason_code)
+
+    def _on_message(self, client, userdata, msg):
+        self.out.put(Message(msg.topic, msg.payload, time.time(), msg.mid, msg.qos))
+
+    def start(self) -> None:
+        self.client.connect_async(self.cfg.host, self.cfg.port, keepalive=self.cfg.keepalive_s)
+        self.client.loop_start()
+
+    def stop(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+
+    def ack(self, msg: Message) -> None:
+        if msg.qos > 0:
+            self.client.ack(msg.mid, msg.qos)
+
+    def publish(self, topic: str, payload: bytes, retain: bool = False) -> None:
+        self.client.publish(topic, payload, qos=1, retain=retain)

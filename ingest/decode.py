@@ -1,0 +1,155 @@
+"""Decoding of the MQTT readings payload (DESIGN §3) into columnar NumPy arrays.
+
+Message-level problems raise `Rejected` with a reason a gateway developer can act on; reading-level
+problems (missing channel, out of range, a bad flag) are left to validity, which keeps the reading.
+"""
+
+import datetime as dt
+import re
+from dataclasses import dataclass, field
+
+import numpy as np
+import orjson
+from cems.compute.channels import FLAG_CODE, FLAG_UNKNOWN, N_CHANNELS, NAMES
+
+MAX_PAYLOAD_BYTES = 256 * 1024
+ID_RE = re.compile(r"[a-z0-9_-]{1,64}")
+KNOWN_KEYS = frozenset(NAMES) | {"ts", "status", "gw", "seq"}
+_NUMBER = (int, float)
+
+
+class Rejected(Exception):
+    """A whole message is refused; `reason` says why, for the dead-letter store and the sender."""
+
+    def __init__(self, reason: str, gw: str | None = None, seq: int | None = None):
+        super().__init__(reason)
+        self.reason = reason
+        self.gw = gw
+        self.seq = seq
+
+
+@dataclass
+class Decoded:
+    ts_ms: np.ndarray  # int64 (n,) reading times [ms since the epoch, UTC]
+    values: np.ndarray  # float64 (n, N_CHANNELS) as sent, NaN where missing
+    flags: np.ndarray  # int8 (n,) HJ 212 flag codes
+    status: list[str]  # (n,) the status letters as sent
+    gw: str | None = None
+    seq: int | None = None
+    ignored_keys: tuple[str, ...] = field(default=())
+
+    def __len__(self) -> int:
+        return int(self.ts_ms.shape[0])
+
+
+def parse_topic(topic: str) -> tuple[str, str]:
+    """``cems/v1/{plant}/{stack}/readings`` -> (plant, stack); `Rejected` if the ids are malformed."""
+    parts = topic.split("/")
+    if len(parts) != 5 or parts[:2] != ["cems", "v1"] or parts[4] != "readings":
+        raise Rejected(f"topic {topic!r} is not cems/v1/{{plant}}/{{stack}}/readings")
+    for what, ident in (("plant", parts[2]), ("stack", parts[3])):
+        if not ID_RE.fullmatch(ident):
+            raise Rejected(f"{what} id {ident!r} does not match [a-z0-9_-]{{1,64}}")
+    return parts[2], parts[3]
+
+
+TS_MIN_S, TS_MAX_S = 946_684_800, 4_102_444_800  # 2000-01-01 .. 2100-01-01 UTC
+
+
+def _ts_ms(x, where: str) -> int:
+    if type(x) in _NUMBER:
+        t = float(x)
+    elif isinstance(x, str):
+        try:
+            d = dt.datetime.fromisoformat(x)
+        except ValueError:
+            raise Rejected(f"{where}: {x!r} is not an ISO 8601 time") from None
+        if d.tzinfo is None:
+            raise Rejected(f"{where}: {x!r} has no UTC offset")
+        t = d.timestamp()
+    else:
+        raise Rejected(f"{where}: expected epoch seconds or an ISO 8601 string, got {type(x).__name__}")
+    if not TS_MIN_S <= t < TS_MAX_S:  # also refuses NaN
+        raise Rejected(f"{where}: {x!r} is not a time between 2000 and 2100 (epoch seconds expected)")
+    return round(t * 1000)
+
+
+def _column(key: str, raw, n: int) -> np.ndarray:
+    if isinstance(raw, list):
+        for i, x in enumerate(raw):
+            if x is not None and type(x) not in _NUMBER:
+                raise Rejected(f"{key}[{i}]: expected a number or null, got {type(x).__name__}")
+        return np.array(raw, dtype=np.float64)
+    if raw is not None and type(raw) not in _NUMBER:
+        raise Rejected(f"{key}: expected a number or null, got {type(raw).__name__}")
+    return np.full(n, np.nan if raw is None else float(raw))
+
+
+def decode_payload(payload: bytes) -> Decoded:
+    """Decode one readings message (one reading or a columnar batch)."""
+    if len(payload) > MAX_PAYLOAD_BYTES:
+        raise Rejected(f"payload of {len(payload)} bytes exceeds {MAX_PAYLOAD_BYTES}")
+    try:
+        obj = orjson.loads(payload)
+    except orjson.JSONDecodeError as e:
+        raise Rejected(f"not JSON: {e}") from None
+    if not isinstance(obj, dict):
+        raise Rejected(f"payload must be a JSON object, got {type(obj).__name__}")
+    gw, seq = obj.get("gw"), obj.get("seq")
+    if gw is not None and not isinstance(gw, str):
+        raise Rejected("gw must be a string")
+    if seq is not None and type(seq) is not int:
+        raise Rejected("seq must be an integer", gw=gw)
+    try:
+        return _decode_object(obj, gw, seq)
+    except Rejected as e:
+        e.gw, e.seq = gw, seq
+        raise
+
+
+def _decode_object(obj: dict, gw, seq) -> Decoded:
+    if "ts" not in obj or obj["ts"] is None:
+        raise Rejected("no ts")
+    lengths = {k: len(v) for k, v in obj.items() if isinstance(v, list) and k in KNOWN_KEYS}
+    if len(set(lengths.values())) > 1:
+        raise Rejected("unequal array lengths: " + ", ".join(f"{k} {n}" for k, n in lengths.items()))
+    n = next(iter(lengths.values())) if lengths else 1
+    if n == 0:
+        raise Rejected("empty batch")
+    ts_raw = obj["ts"]
+    if isinstance(ts_raw, list):
+        ts = np.array([_ts_ms(x, f"ts[{i}]") for i, x in enumerate(ts_raw)], dtype=np.int64)
+    elif n > 1:
+        raise Rejected("a batch needs one ts per reading")
+    else:
+        ts = np.array([_ts_ms(ts_raw, "ts")], dtype=np.int64)
+    values = np.empty((n, N_CHANNELS))
+    for j, name in enumerate(NAMES):
+        values[:, j] = _column(name, obj.get(name), n)
+    st = obj.get("status", "N")
+    if isinstance(st, list):
+        status = ["N" if x is None else x for x in st]
+    else:
+        status = ["N" if st is None else st] * n
+    for i, x in enumerate(status):
+        if not isinstance(x, str):
+            raise Rejected(f"status[{i}]: expected an HJ 212 flag letter, got {type(x).__name__}")
+    flags = np.array([FLAG_CODE.get(x, FLAG_UNKNOWN) for x in status], dtype=np.int8)
+    ignored = tuple(sorted(k for k in obj if k not in KNOWN_KEYS))
+    return Decoded(ts, values, flags, status, gw, seq, ignored)
+
+
+def check_times(d: Decoded, now_s: float, max_future_s: float, locked_before_s: float | None) -> None:
+    """Message-level time rules: nothing more than `max_future_s` ahead; nothing in a locked period."""
+    newest = int(d.ts_ms.max())
+    if newest > (now_s + max_future_s) * 1000:
+        raise Rejected(f"timestamp {_iso(newest)} is more than {max_future_s:g} s in the future",
+                       d.gw, d.seq)
+    oldest = int(d.ts_ms.min())
+    if locked_before_s is not None and oldest < locked_before_s * 1000:
+        raise Rejected(f"period locked: {_iso(oldest)} is before {_iso(int(locked_before_s * 1000))}",
+                       d.gw, d.seq)
+
+
+def _iso(ms: int) -> str:
+    return dt.datetime.fromtimestamp(ms / 1000, dt.UTC).isoformat()

@@ -1,0 +1,492 @@
+"""The processing pipeline: accepted readings -> raw record -> minute -> hour figures, with live totals.
+
+`Pipeline.handle` takes one readings message: decode, message-level rules, reading validity, duplicate
+and correction handling, and the raw write to InfluxDB (which must succeed before the caller
+acknowledges the message). `Pipeline.tick` closes minutes and hours by the service's wall clock and
+writes their figures. State in memory covers the recent past; anything older is read back from the raw
+record in InfluxDB when late data touches it (DESIGN §1 principles 1-3).
+
+Threading: one thread calls `handle` and `tick`; readers (the API) use `live()` and `stack_list()`,
+which only read snapshots replaced whole.
+"""
+
+import datetime as dt
+import logging
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+import orjson
+from cems.compute import constants as K
+from cems.compute.channels import CHANNELS, FLAG_CODE, FLAG_UNKNOWN, NAMES
+from cems.compute.hour import HOUR_STATUS_NAMES, hour_figures
+from cems.compute.minute import minute_figures
+from cems.compute.params import StackParams
+from cems.compute.validity import VALIDITY_NAMES, classify_readings, describe_reason
+from cems.ingest.decode import Decoded, Rejected, check_times, decode_payload, parse_topic
+from cems.ingest.live import LiveTotals, local_year_start
+from cems.store import schema
+from cems.store.deadletter import DeadLetters
+from cems.store.influx import Influx
+from cems.store.lineproto import line
+
+from cems.config import Config, PlantConfig, StackConfig
+
+log = logging.getLogger("cems.pipeline")
+DEFAULT_RANGES = {c.name: c.default_range for c in CHANNELS}
+Raw = tuple  # (values tuple, status letter, gw, seq)
+SETTLE_S = 30.0  # an hour is final only once no data has come for it for this long (wall clock)
+LOADED_IDLE_S = 300.0  # old hours read back for late data stay in memory this long after their last data
+
+
+@dataclass
+class Message:
+    topic: str
+    payload: bytes
+    received_at: float
+    mid: int = 0
+    qos: int = 0
+    source: str = "mqtt"
+
+
+@dataclass
+class Outcome:
+    plant: str | None = None
+    stack: str | None = None
+    accepted: int = 0
+    duplicates: int = 0
+    corrections: int = 0
+    invalid: int = 0
+    rejected: str | None = None
+    notice: dict | None = None  # the `rejected` notice for the sender
+
+
+@dataclass
+class StackState:
+    row: int
+    plant: PlantConfig
+    stack: StackConfig
+    raw: dict[int, dict[int, Raw]] = field(default_factory=dict)  # minute [s] -> ts [ms] -> reading
+    minutes: dict[int, dict] = field(default_factory=dict)  # minute [s] -> figure row
+    hours: dict[int, dict] = field(default_factory=dict)  # hour [s] -> figure row
+    dirty_minutes: set[int] = field(default_factory=set)
+    dirty_hours: set[int] = field(default_factory=set)
+    loaded_hours: set[int] = field(default_factory=set)  # old hours read back whole from the store
+    loaded_touched: dict[int, float] = field(default_factory=dict)  # old hour -> last time data came for it
+    hour_touched: dict[int, float] = field(default_factory=dict)  # hour -> last wall-clock time data came
+    # Minutes at or after this are complete in memory; older ones may be in the store only.
+    authoritative_from: int = 0
+    last_reading_ms: int | None = None
+    latest_minute: int | None = None
+    latest_valid: tuple[int, float] | None = None  # (minute [s], rate [kg/h])
+    live: LiveTotals | None = None
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return self.plant.id, self.stack.id
+
+    @property
+    def lateness_s(self) -> int:
+        return int(self.plant.lateness_h * 3600)
+
+    @property
+    def retention_s(self) -> int:
+        """How long closed periods stay in memory before only the store holds them."""
+        return self.lateness_s + 2 * 3600
+
+
+def _same(a: Raw, b: Raw) -> bool:
+    if a[1] != b[1]:
+        return False
+    return all(x == y or (math.isnan(x) and math.isnan(y)) for x, y in zip(a[0], b[0], strict=True))
+
+
+def _rows_equal(a: dict, b: dict) -> bool:
+    for k, v in a.items():
+        w = b.get(k)
+        if isinstance(v, float) and isinstance(w, float) and math.isnan(v) and math.isnan(w):
+            continue
+        if v != w:
+            return False
+    return True
+
+
+class Pipeline:
+    def __init__(self, cfg: Config, db: Influx, deadletters: DeadLetters,
+                 publish: Callable[[str, bytes, bool], None] | None = None):
+        self.cfg = cfg
+        self.db = db
+        self.deadletters = deadletters
+        self.publish = publish
+        specs = cfg.stack_specs()
+        self.params = StackParams.build([s for _, _, s in specs], DEFAULT_RANGES)
+        self.stacks: dict[tuple[str, str], StackState] = {}
+        for row, (p, s, _) in enumerate(specs):
+            self.stacks[(p.id, s.id)] = StackState(row=row, plant=p, stack=s, live=LiveTotals(p.timezone))
+        self.counters = {"messages": 0, "accepted": 0, "duplicates": 0, "corrections": 0, "invalid": 0,
+                         "rejected": 0}
+        self._live: dict[tuple[str, str], dict] = {}
+        self._last_live_publish = 0.0
+        self._audit_seq = 0
+        self.started = False
+
+    # ---- start-up ------------------------------------------------------------------------------
+    def start(self, now: float) -> None:
+        """Create the database and rebuild the recent state of every stack from the store."""
+        self.db.create_database()
+        for st in self.stacks.values():
+            self._recover(st, now)
+        self.started = True
+        self._refresh_live(now, publish=False)
+
+    def _recover(self, st: StackState, now: float) -> None:
+        plant, stack = st.key
+        last = schema.last_time_ms(self.db, schema.READING, "status", plant, stack)
+        if last is not None:
+            since = int(min(now, last / 1000) - st.retention_s)
+            since -= since % 3600
+            until = int(now) + 86400
+            self._load(st, since, until)
+            st.dirty_minutes.update(st.raw)
+            st.dirty_hours.update(m - m % 3600 for m in st.raw)
+            st.authoritative_from = since
+            st.last_reading_ms = last
+            st.latest_valid = schema.last_valid_minute(self.db, plant, stack)
+            st.latest_minute = max(st.minutes, default=None)
+        year0 = local_year_start(now, st.plant.timezone)
+        until = int(now) + 86400
+        st.live.seed(
+            schema.minute_mass_sums(self.db, plant, stack, int(now) - 86400, until, "1h"),
+            schema.minute_mass_sums(self.db, plant, stack, year0, until, "1d", st.plant.timezone),
+        )
+        log.info("stack %s/%s recovered: %d minutes in memory", plant, stack, len(st.raw))
+
+    def _load(self, st: StackState, start_s: int, end_s: int) -> None:
+        """Read raw readings and figures of [start, end) back from the store into memory."""
+        plant, stack = st.key
+        fresh: dict[int, dict[int, Raw]] = {}
+        for ts, vals, status, gw, seq in schema.raw_readings(self.db, plant, stack, start_s * 1000, end_s * 1000):
+            m = ts // 60000 * 60
+            fresh.setdefault(m, {})[ts] = (vals, status, gw, seq)
+        for m, readings in fresh.items():
+            st.raw.setdefault(m, readings)
+        for m, row in schema.figure_rows(self.db, schema.MINUTE, schema.MINUTE_FIELDS, plant, stack,
+                                         start_s, end_s).items():
+            st.minutes.setdefault(m, row)
+        for h, row in schema.figure_rows(self.db, schema.HOUR, schema.HOUR_FIELDS, plant, stack,
+                                         start_s - start_s % 3600, end_s).items():
+            st.hours.setdefault(h, row)
+
+    def _ensure_loaded(self, st: StackState, minutes: np.ndarray, now: float) -> None:
+        """Bring whole old hours back into memory before late readings for them are merged."""
+        hours = {int(m) - int(m) % 3600 for m in np.unique(minutes)}
+        for h in sorted(hours):
+            if h < st.authoritative_from and h not in st.loaded_hours:
+                self._load(st, h, h + 3600)
+                st.loaded_hours.add(h)
+            if h < st.authoritative_from:
+                st.loaded_touched[h] = now
+
+    # ---- messages ------------------------------------------------------------------------------
+    def handle(self, msg: Message, now: float) -> Outcome:
+        """Process one message. Raises `InfluxError` (nothing changed) if the raw write failed."""
+        self.counters["messages"] += 1
+        parts = msg.topic.split("/")
+        out = Outcome(plant=parts[2] if len(parts) == 5 else None, stack=parts[3] if len(parts) == 5 else None)
+        try:
+            plant, stack = parse_topic(msg.topic)
+            st = self.stacks.get((plant, stack))
+            if st is None:
+                raise Rejected(f"unknown plant/stack {plant}/{stack}")
+            d = decode_payload(msg.payload)
+            locked = now - st.plant.lock_after_days * 86400
+            check_times(d, now, K.MAX_FUTURE_S, locked)
+        except Rejected as e:
+            return self._reject(msg, e, out)
+        self._accept(st, d, now, out)
+        if d.ignored_keys:
+            log.warning("%s/%s gw=%s: ignored unknown keys %s", plant, stack, d.gw, ", ".join(d.ignored_keys))
+        return out
+
+    def _reject(self, msg: Message, e: Rejected, out: Outcome) -> Outcome:
+        self.counters["rejected"] += 1
+        rec = self.deadletters.record(received_at=msg.received_at, source=f"{msg.source}:{msg.topic}",
+                                      reason=e.reason, payload=msg.payload, gw=e.gw, seq=e.seq)
+        out.rejected = e.reason
+        out.notice = {"reason": e.reason, "gw": e.gw, "seq": e.seq, "received_at": rec["received_at"]}
+        log.info("rejected %s: %s", msg.topic, e.reason)
+        if out.plant is not None:
+            fields = {"reason": e.reason, "gw": e.gw or "", "topic": msg.topic}
+            if e.seq is not None:
+                fields["seq"] = e.seq
+            try:
+                self.db.write([line(schema.REJECTED, {"plant": out.plant, "stack": out.stack}, fields,
+                                    self._unique_ns(msg.received_at))], precision="ns")
+            except Exception as err:  # the dead-letter file already holds it
+                log.warning("rejected record not stored in InfluxDB (kept in the dead-letter file): %s", err)
+            if self.publish:
+                self.publish(f"cems/v1/{out.plant}/{out.stack}/rejected", orjson.dumps(out.notice), False)
+        return out
+
+    def _unique_ns(self, t: float) -> int:
+        self._audit_seq = (self._audit_seq + 1) % 1000
+        return int(t * 1e6) * 1000 + self._audit_seq
+
+    def _accept(self, st: StackState, d: Decoded, now: float, out: Outcome) -> None:
+        plant, stack = st.key
+        n = len(d)
+        cls = classify_readings(d.values, d.flags, np.full(n, st.row), self.params.cal_a, self.params.cal_b,
+                                self.params.lo, self.params.hi, self.params.required)
+        minutes = d.ts_ms // 60000 * 60
+        self._ensure_loaded(st, minutes, now)
+        pending: dict[tuple[int, int], Raw] = {}
+        lines, audits = [], []
+        for i in range(n):
+            m, ts = int(minutes[i]), int(d.ts_ms[i])
+            rec = (tuple(float(x) for x in d.values[i]), d.status[i], d.gw, d.seq)
+            old = pending.get((m, ts)) or st.raw.get(m, {}).get(ts)
+            if old is not None:
+                if _same(old, rec):
+                    out.duplicates += 1
+                    continue
+                out.corrections += 1
+                audits.append(self._audit_line(plant, stack, "correction", ts, now,
+                                               {"old": self._raw_json(old), "new": self._raw_json(rec)},
+                                               f"gateway correction gw={d.gw} seq={d.seq}"))
+            pending[(m, ts)] = rec
+            v = int(cls.validity[i])
+            if v != 0:
+                out.invalid += 1
+            lines.append(schema.reading_line(plant, stack, ts, d.values[i], d.status[i], VALIDITY_NAMES[v],
+                                             describe_reason(int(cls.reason[i]), d.status[i]), d.gw, d.seq))
+        self.db.write(lines + audits)
+        # Only now, with the raw record stored, does the state change.
+        for (m, ts), rec in pending.items():
+            st.raw.setdefault(m, {})[ts] = rec
+            st.dirty_minutes.add(m)
+            st.hour_touched[m - m % 3600] = now
+        if pending:
+            newest = max(ts for _, ts in pending)
+            st.last_reading_ms = max(st.last_reading_ms or 0, newest)
+        out.accepted = len(pending)
+        for k in ("accepted", "duplicates", "corrections", "invalid"):
+            self.counters[k] += getattr(out, k)
+
+    @staticmethod
+    def _raw_json(rec: Raw) -> dict:
+        vals = {n: (None if math.isnan(v) else v) for n, v in zip(NAMES, rec[0], strict=True)}
+        return {**vals, "status": rec[1], "gw": rec[2], "seq": rec[3]}
+
+    def _audit_line(self, plant: str, stack: str, kind: str, target_ms: int, now: float, change: dict,
+                    cause: str) -> str:
+        fields = {"target": dt.datetime.fromtimestamp(target_ms / 1000, dt.UTC).isoformat(),
+                  "old": orjson.dumps(change.get("old")).decode(), "new": orjson.dumps(change.get("new")).decode(),
+                  "cause": cause}
+        # Audit points are written in ms with the others; a unique ms per record keeps each one.
+        return line(schema.AUDIT, {"plant": plant, "stack": stack, "kind": kind}, fields,
+                    self._unique_ns(now) // 1_000_000)
+
+    # ---- the clock -------------------------------------------------------------------------------
+    def tick(self, now: float) -> None:
+        """Close minutes and hours whose end has passed, finalise hours, evict old state, update live."""
+        self._close_minutes(now)
+        self._close_hours(now)
+        self._finalise_hours(now)
+        self._evict(now)
+        self._refresh_live(now, publish=True)
+
+    def _close_minutes(self, now: float) -> None:
+        groups = [(st, m) for st in self.stacks.values() for m in sorted(st.dirty_minutes) if m + 60 <= now]
+        if not groups:
+            return
+        vals, flags, rows, offsets = [], [], [], [0]
+        for st, m in groups:
+            readings = st.raw.get(m, {})
+            for ts in sorted(readings):
+                r = readings[ts]
+                vals.append(r[0])
+                flags.append(FLAG_CODE.get(r[1], FLAG_UNKNOWN))
+                rows.append(st.row)
+            offsets.append(len(vals))
+        values = np.array(vals, dtype=np.float64).reshape(-1, len(NAMES))
+        p = self.params
+        cls = classify_readings(values, np.array(flags, np.int8), np.array(rows, np.int64), p.cal_a, p.cal_b,
+                                p.lo, p.hi, p.required)
+        figs = minute_figures(np.array(offsets), np.array([st.row for st, _ in groups]), cls.validity,
+                              cls.values, p)
+        lines, new_rows = [], []
+        for g, (st, m) in enumerate(groups):
+            row = {"status": VALIDITY_NAMES[figs.status[g]], "n": int(figs.n[g]), "n_valid": int(figs.n_valid[g]),
+                   "n_stopped": int(figs.n_stopped[g])}
+            row.update({name: float(figs.means[g, j]) for j, name in enumerate(NAMES)})
+            row.update(qs_m3_h=float(figs.qs_m3_h[g]), qsn_m3_h=float(figs.qsn_m3_h[g]),
+                       co2_dry_pct=float(figs.co2_dry_pct[g]), co2_mg_m3=float(figs.co2_mg_m3[g]),
+                       rate_kg_h=float(figs.rate_kg_h[g]), mass_kg=float(figs.mass_kg[g]),
+                       regime=st.plant.regime)
+            new_rows.append(row)
+            lines.append(schema.figure_line(schema.MINUTE, *st.key, m, row))
+        self.db.write(lines)
+        for (st, m), row in zip(groups, new_rows, strict=True):
+            old = st.minutes.get(m)
+            old_kg = _mass_kg(old)
+            st.minutes[m] = row
+            st.live.add(m, _mass_kg(row) - old_kg)
+            st.dirty_minutes.discard(m)
+            st.dirty_hours.add(m - m % 3600)
+            if st.latest_minute is None or m >= st.latest_minute:
+                st.latest_minute = m
+            if row["status"] == "valid" and (st.latest_valid is None or m >= st.latest_valid[0]):
+                st.latest_valid = (m, row["rate_kg_h"])
+
+    def _close_hours(self, now: float) -> None:
+        groups = [(st, h) for st in self.stacks.values() for h in sorted(st.dirty_hours) if h + 3600 <= now]
+        if not groups:
+            return
+        for st, h in groups:
+            if h < st.authoritative_from and h not in st.loaded_hours:
+                self._load(st, h, h + 3600)
+                st.loaded_hours.add(h)
+                st.loaded_touched[h] = now
+        status, cq, qsn, offsets = [], [], [], [0]
+        for st, h in groups:
+            for m in range(h, h + 3600, 60):
+                row = st.minutes.get(m)
+                if row is not None:
+                    status.append(VALIDITY_NAMES.index(row["status"]))
+                    cq.append(_num(row.get("co2_mg_m3")))
+                    qsn.append(_num(row.get("qsn_m3_h")))
+            offsets.append(len(status))
+        figs = hour_figures(np.array(offsets), np.array([st.row for st, _ in groups]), np.array(status, np.int8),
+                            np.array(cq), np.array(qsn), self.params.hour_min_valid_pct)
+        lines, commits = [], []
+        for g, (st, h) in enumerate(groups):
+            spec_row = st.row
+            row = {"status": HOUR_STATUS_NAMES[figs.status[g]], "method": "",
+                   "valid_min": int(figs.valid_min[g]), "stopped_min": int(figs.stopped_min[g]),
+                   "op_min": int(figs.op_min[g]), "co2_mg_m3": float(figs.co2_mg_m3[g]),
+                   "qsn_m3_h": float(figs.qsn_m3_h[g]), "rate_kg_h": float(figs.rate_kg_h[g]),
+                   "mass_t": float(figs.mass_t[g]), "revision": 0,
+                   "final": self._may_be_final(st, h, now), "regime": st.plant.regime,
+                   "t0_k": float(self.params.t0_k[spec_row]),
+                   "co2_density_kg_m3": float(self.params.density_kg_m3[spec_row]),
+                   "min_valid_pct": int(self.params.hour_min_valid_pct[spec_row])}
+            old = st.hours.get(h)
+            if old is not None:
+                row["revision"] = int(old.get("revision") or 0)
+                comparable = {k: v for k, v in row.items() if k not in ("final", "revision")}
+                if _rows_equal(comparable, old):
+                    row["final"] = row["final"] or bool(old.get("final"))
+                    if row["final"] == bool(old.get("final")):
+                        commits.append((st, h, row))
+                        continue
+                elif old.get("final"):
+                    row["revision"] += 1
+                    lines.append(self._audit_line(*st.key, "revision", h * 1000, now,
+                                                  {"old": old, "new": row}, "late or corrected data"))
+            lines.append(schema.figure_line(schema.HOUR, *st.key, h, row))
+            commits.append((st, h, row))
+        self.db.write(lines)
+        for st, h, row in commits:
+            st.hours[h] = row
+            st.dirty_hours.discard(h)
+
+    @staticmethod
+    def _may_be_final(st: StackState, h: int, now: float) -> bool:
+        """Past the lateness window by the wall clock, and no data for the hour in the last SETTLE_S.
+
+        The settle time keeps a backfill (a gateway replaying hours of stored readings) from finalising an
+        hour after its first message and revising it with every later one.
+        """
+        return now >= h + 3600 + st.lateness_s and now - st.hour_touched.get(h, -math.inf) >= SETTLE_S
+
+    def _finalise_hours(self, now: float) -> None:
+        lines, commits = [], []
+        for st in self.stacks.values():
+            for h, row in st.hours.items():
+                if not row.get("final") and h not in st.dirty_hours and self._may_be_final(st, h, now):
+                    new = {**row, "final": True}
+                    lines.append(schema.figure_line(schema.HOUR, *st.key, h, new))
+                    commits.append((st, h, new))
+        self.db.write(lines)
+        for st, h, row in commits:
+            st.hours[h] = row
+
+    def _evict(self, now: float) -> None:
+        for st in self.stacks.values():
+            cutoff = int(now) - st.retention_s
+            cutoff -= cutoff % 3600
+            busy = {m - m % 3600 for m in st.dirty_minutes} | st.dirty_hours
+            busy |= {h for h, t in st.loaded_touched.items() if now - t < LOADED_IDLE_S}
+            busy |= {h for h, row in st.hours.items() if not row.get("final")}
+            if cutoff <= st.authoritative_from and not (st.loaded_hours - busy):
+                continue
+            for m in [m for m in st.raw if m < cutoff and (m - m % 3600) not in busy]:
+                del st.raw[m]
+            for m in [m for m in st.minutes if m < cutoff and (m - m % 3600) not in busy]:
+                del st.minutes[m]
+            for h in [h for h in st.hours if h < cutoff and h not in busy]:
+                del st.hours[h]
+            for h in [h for h in st.hour_touched if h < cutoff and h not in busy]:
+                del st.hour_touched[h]
+            st.loaded_hours &= busy
+            st.loaded_touched = {h: t for h, t in st.loaded_touched.items() if h in busy}
+            # Hours below the cutoff still held (busy) were loaded or are dirty; everything else there
+            # now lives in the store only.
+            st.authoritative_from = max(st.authoritative_from, cutoff)
+            st.live.prune(cutoff - 86400)
+
+    # ---- live figures ------------------------------------------------------------------------------
+    def _refresh_live(self, now: float, publish: bool) -> None:
+        due = publish and self.publish is not None and now - self._last_live_publish >= 60
+        for st in self.stacks.values():
+            body = self._live_body(st, now)
+            changed = self._live.get(st.key) != body
+            self._live[st.key] = body
+            if self.publish is not None and publish and (changed or due):
+                self.publish(f"cems/v1/{st.plant.id}/{st.stack.id}/live", orjson.dumps(body), True)
+        if due:
+            self._last_live_publish = now
+
+    def _live_body(self, st: StackState, now: float) -> dict:
+        zone = st.live.zone
+        at = min(now, st.last_reading_ms / 1000) if st.last_reading_ms else now
+        body = {"plant": st.plant.id, "stack": st.stack.id,
+                "at": dt.datetime.fromtimestamp(at, zone).isoformat(),
+                "rate_t_h": st.latest_valid[1] / 1000.0 if st.latest_valid else None}
+        body.update(st.live.to_date_t(at))
+        latest = st.minutes.get(st.latest_minute) if st.latest_minute is not None else None
+        if st.last_reading_ms is None:
+            status = "no_data"
+        elif now - st.last_reading_ms / 1000 > 300:
+            status = "stale"
+        else:
+            status = latest["status"] if latest else "pending"
+        body["status"] = status
+        body["last_reading_at"] = (dt.datetime.fromtimestamp(st.last_reading_ms / 1000, zone).isoformat()
+                                   if st.last_reading_ms else None)
+        body["latest_valid_minute"] = (dt.datetime.fromtimestamp(st.latest_valid[0], zone).isoformat()
+                                       if st.latest_valid else None)
+        return body
+
+    def live(self, plant: str, stack: str) -> dict | None:
+        return self._live.get((plant, stack))
+
+    def snapshot_counters(self) -> dict:
+        return dict(self.counters)
+
+
+def _num(v) -> float:
+    return math.nan if v is None else float(v)
+
+
+def _mass_kg(row: dict | None) -> float:
+    if row is None:
+        return 0.0
+    v = _num(row.get("mass_kg"))
+    return 0.0 if math.isnan(v) else v
+
+
+def wall_clock() -> float:
+    return time.time()

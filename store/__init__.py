@@ -1,0 +1,1 @@
+"""Store: InfluxDB line protocol and InfluxQL queries, the schema, and the dead-letter store."""

@@ -1,0 +1,76 @@
+"""A small InfluxDB 1.x HTTP client: /ping, /write (line protocol) and /query (InfluxQL).
+
+InfluxDB 2.x and 3.x serve the same through their v1-compatible endpoints with a token
+(DESIGN §6); set `influx.token` and the client sends ``Authorization: Token ...``.
+"""
+
+import httpx
+from cems.store.lineproto import apply_nulls
+
+
+class InfluxError(Exception):
+    """The database refused a request or could not be reached."""
+
+
+def quote_ident(v: str) -> str:
+    return '"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def quote_str(v: str) -> str:
+    return "'" + v.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+class Influx:
+    def __init__(self, url: str, database: str, username: str | None = None, password: str | None = None,
+                 token: str | None = None, timeout_s: float = 10.0):
+        self.url = url.rstrip("/")
+        self.database = database
+        headers = {"Authorization": f"Token {token}"} if token else {}
+        auth = (username, password or "") if username else None
+        self._http = httpx.Client(base_url=self.url, timeout=timeout_s, headers=headers, auth=auth)
+
+    def close(self) -> None:
+        self._http.close()
+
+    def _request(self, method: str, path: str, **kw) -> httpx.Response:
+        try:
+            r = self._http.request(method, path, **kw)
+        except httpx.HTTPError as e:
+            raise InfluxError(f"InfluxDB at {self.url} unreachable: {e}") from None
+        if r.status_code >= 300:
+            raise InfluxError(f"InfluxDB {method} {path} -> {r.status_code}: {r.text[:300]}")
+        return r
+
+    def ping(self) -> bool:
+        try:
+            self._request("GET", "/ping")
+            return True
+        except InfluxError:
+            return False
+
+    def create_database(self) -> None:
+        self._request("POST", "/query", data={"q": f"CREATE DATABASE {quote_ident(self.database)}"})
+
+    def write(self, lines: list[str], precision: str = "ms") -> None:
+        """Write points; raises `InfluxError` unless the database confirmed all of them."""
+        if not lines:
+            return
+        body = "\n".join(lines).encode()
+        self._request("POST", "/write", params={"db": self.database, "precision": precision}, content=body)
+
+    def query(self, q: str) -> list[dict]:
+        """Run one InfluxQL statement; rows as dicts with `time` in epoch ms and the series' tags."""
+        r = self._request("POST", "/query", data={"q": q, "db": self.database, "epoch": "ms"})
+        body = r.json()
+        rows = []
+        for res in body.get("results", []):
+            if "error" in res:
+                raise InfluxError(f"InfluxQL error: {res['error']} in {q[:200]}")
+            for series in res.get("series", []):
+                cols = series["columns"]
+                tags = series.get("tags", {})
+                for vals in series["values"]:
+                    row = dict(zip(cols, vals, strict=True))
+                    row.update(tags)
+                    rows.append(apply_nulls(row))
+        return rows

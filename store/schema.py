@@ -1,0 +1,77 @@
+"""The InfluxDB schema of DESIGN §6: measurements, tags, fields, and how figures are read back.
+
+Tags: `plant`, `stack`. Timestamps: interval start (UTC), epoch milliseconds. Units are in field names.
+"""
+
+import math
+
+from cems.compute.channels import NAMES
+from cems.store.influx import Influx, quote_str
+from cems.store.lineproto import line
+
+READING, MINUTE, HOUR, REJECTED, AUDIT = "reading", "minute", "hour", "rejected", "audit"
+MINUTE_FIELDS = ("status", "n", "n_valid", "n_stopped", *NAMES, "qs_m3_h", "qsn_m3_h", "co2_dry_pct",
+                 "co2_mg_m3", "rate_kg_h", "mass_kg", "regime")
+HOUR_FIELDS = ("status", "method", "valid_min", "stopped_min", "op_min", "co2_mg_m3", "qsn_m3_h", "rate_kg_h",
+               "mass_t", "revision", "final", "regime", "t0_k", "co2_density_kg_m3", "min_valid_pct")
+
+
+def reading_line(plant: str, stack: str, ts_ms: int, values, status: str, validity: str, reason: str,
+                 gw: str | None, seq: int | None) -> str:
+    """A raw reading as received (before calibration), with its validity and reason."""
+    fields = {name: float(v) for name, v in zip(NAMES, values, strict=True)}
+    fields.update(status=status, validity=validity, reason=reason, gw=gw or "")
+    if seq is not None:
+        fields["seq"] = seq
+    return line(READING, {"plant": plant, "stack": stack}, fields, ts_ms)
+
+
+def figure_line(measurement: str, plant: str, stack: str, start_s: int, row: dict) -> str:
+    return line(measurement, {"plant": plant, "stack": stack}, row, start_s * 1000)
+
+
+def _where(plant: str, stack: str, start_ms: int, end_ms: int) -> str:
+    return (f"plant = {quote_str(plant)} AND stack = {quote_str(stack)} "
+            f"AND time >= {int(start_ms)}ms AND time < {int(end_ms)}ms")
+
+
+def raw_readings(db: Influx, plant: str, stack: str, start_ms: int, end_ms: int) -> list[tuple]:
+    """Raw readings as (ts_ms, values, status, gw, seq), values in channel order with NaN if missing."""
+    rows = db.query(f"SELECT * FROM {READING} WHERE {_where(plant, stack, start_ms, end_ms)}")
+    out = []
+    for r in rows:
+        vals = tuple(math.nan if r.get(n) is None else float(r[n]) for n in NAMES)
+        out.append((int(r["time"]), vals, r.get("status") or "N", r.get("gw") or None, r.get("seq")))
+    return out
+
+
+def figure_rows(db: Influx, measurement: str, fields: tuple[str, ...], plant: str, stack: str,
+                start_s: int, end_s: int) -> dict[int, dict]:
+    """Minute or hour figures keyed by interval start [epoch s]."""
+    rows = db.query(f"SELECT * FROM {measurement} WHERE {_where(plant, stack, start_s * 1000, end_s * 1000)}")
+    out = {}
+    for r in rows:
+        t = int(r["time"]) // 1000
+        out[t] = {k: r.get(k) for k in fields}
+    return out
+
+
+def last_time_ms(db: Influx, measurement: str, field: str, plant: str, stack: str) -> int | None:
+    rows = db.query(f"SELECT last({field}) FROM {measurement} WHERE plant = {quote_str(plant)} "
+                    f"AND stack = {quote_str(stack)}")
+    return int(rows[0]["time"]) if rows else None
+
+
+def last_valid_minute(db: Influx, plant: str, stack: str) -> tuple[int, float] | None:
+    rows = db.query(f"SELECT last(rate_kg_h) FROM {MINUTE} WHERE plant = {quote_str(plant)} "
+                    f"AND stack = {quote_str(stack)} AND status = 'valid'")
+    return (int(rows[0]["time"]) // 1000, float(rows[0]["last"])) if rows else None
+
+
+def minute_mass_sums(db: Influx, plant: str, stack: str, since_s: int, until_s: int, interval: str,
+                     tz: str | None = None) -> dict[int, float]:
+    """Sums of minute masses [kg] per `interval` ("1h", "1d"), keyed by interval start [epoch s]."""
+    tzc = f" tz({quote_str(tz)})" if tz else ""
+    rows = db.query(f"SELECT sum(mass_kg) FROM {MINUTE} WHERE "
+                    f"{_where(plant, stack, since_s * 1000, until_s * 1000)} GROUP BY time({interval}){tzc}")
+    return {int(r["time"]) // 1000: float(r["sum"]) for r in rows if r.get("sum") is not None}
