@@ -63,3 +63,18 @@ class DayItem(BaseModel):
 
 class DayList(BaseModel):
     items: list[DayItem]
+
+
+class MinuteItem(BaseModel):
+    start: str
+    status: str = Field(description="valid | invalid | stopped")
+    readings: int
+    valid_readings: int
+    co2_kg: float | None = Field(description="minute CO2 mass [kg]; null unless valid, 0 when stopped")
+    rate_t_h: float | None
+    co2_mg_m3: float | None
+    qsn_m3_h: float | None
+
+
+class MinuteList(BaseModel):
+    items: list[MinuteItem]

@@ -151,6 +151,8 @@ class Pipeline:
             self._load(st, since, until)
             st.dirty_minutes.update(st.raw)
             st.dirty_hours.update(m - m % 3600 for m in st.raw)
+            # Treat recovered hours as just touched: the broker may still hold their missing messages.
+            st.hour_touched.update(dict.fromkeys(st.dirty_hours, now))
             st.authoritative_from = since
             st.last_reading_ms = last
             st.latest_valid = schema.last_valid_minute(self.db, plant, stack)
@@ -197,10 +199,10 @@ class Pipeline:
         out = Outcome(plant=parts[2] if len(parts) == 5 else None, stack=parts[3] if len(parts) == 5 else None)
         try:
             plant, stack = parse_topic(msg.topic)
+            d = decode_payload(msg.payload)  # first, so a rejection can name the sender's gw and seq
             st = self.stacks.get((plant, stack))
             if st is None:
-                raise Rejected(f"unknown plant/stack {plant}/{stack}")
-            d = decode_payload(msg.payload)
+                raise Rejected(f"unknown plant/stack {plant}/{stack}", d.gw, d.seq)
             locked = now - st.plant.lock_after_days * 86400
             check_times(d, now, K.MAX_FUTURE_S, locked)
         except Rejected as e:
@@ -261,7 +263,7 @@ class Pipeline:
                 out.invalid += 1
             lines.append(schema.reading_line(plant, stack, ts, d.values[i], d.status[i], VALIDITY_NAMES[v],
                                              describe_reason(int(cls.reason[i]), d.status[i]), d.gw, d.seq))
-        self.db.write(lines + audits)
+        self._write(lines, audits)
         # Only now, with the raw record stored, does the state change.
         for (m, ts), rec in pending.items():
             st.raw.setdefault(m, {})[ts] = rec
@@ -284,9 +286,13 @@ class Pipeline:
         fields = {"target": dt.datetime.fromtimestamp(target_ms / 1000, dt.UTC).isoformat(),
                   "old": orjson.dumps(change.get("old")).decode(), "new": orjson.dumps(change.get("new")).decode(),
                   "cause": cause}
-        # Audit points are written in ms with the others; a unique ms per record keeps each one.
-        return line(schema.AUDIT, {"plant": plant, "stack": stack, "kind": kind}, fields,
-                    self._unique_ns(now) // 1_000_000)
+        # Written in ns with a counter in the last digits, so records made in the same instant all stay.
+        return line(schema.AUDIT, {"plant": plant, "stack": stack, "kind": kind}, fields, self._unique_ns(now))
+
+    def _write(self, lines: list[str], audits: list[str] = ()) -> None:
+        """Figures and readings (ms) first, then their audit records (ns)."""
+        self.db.write(lines)
+        self.db.write(list(audits), precision="ns")
 
     # ---- the clock -------------------------------------------------------------------------------
     def tick(self, now: float) -> None:
@@ -360,7 +366,7 @@ class Pipeline:
             offsets.append(len(status))
         figs = hour_figures(np.array(offsets), np.array([st.row for st, _ in groups]), np.array(status, np.int8),
                             np.array(cq), np.array(qsn), self.params.hour_min_valid_pct)
-        lines, commits = [], []
+        lines, audits, commits = [], [], []
         for g, (st, h) in enumerate(groups):
             spec_row = st.row
             row = {"status": HOUR_STATUS_NAMES[figs.status[g]], "method": "",
@@ -383,11 +389,11 @@ class Pipeline:
                         continue
                 elif old.get("final"):
                     row["revision"] += 1
-                    lines.append(self._audit_line(*st.key, "revision", h * 1000, now,
+                    audits.append(self._audit_line(*st.key, "revision", h * 1000, now,
                                                   {"old": old, "new": row}, "late or corrected data"))
             lines.append(schema.figure_line(schema.HOUR, *st.key, h, row))
             commits.append((st, h, row))
-        self.db.write(lines)
+        self._write(lines, audits)
         for st, h, row in commits:
             st.hours[h] = row
             st.dirty_hours.discard(h)

@@ -7,7 +7,17 @@ from typing import Annotated
 
 import numpy as np
 from cems.api.auth import Principal, reader
-from cems.api.models import DayItem, DayList, HourItem, HourList, Live, StackItem, StackList
+from cems.api.models import (
+    DayItem,
+    DayList,
+    HourItem,
+    HourList,
+    Live,
+    MinuteItem,
+    MinuteList,
+    StackItem,
+    StackList,
+)
 from cems.api.timeparse import iso, local_midnight, parse_range
 from cems.compute.day import day_figures, local_dates
 from cems.compute.hour import HOUR_STATUS_NAMES
@@ -21,6 +31,7 @@ router = APIRouter()
 Reader = Annotated[Principal, Depends(reader)]
 MAX_HOUR_RANGE_DAYS = 366
 MAX_DAY_RANGE_DAYS = 3660
+MAX_MINUTE_RANGE_DAYS = 2
 
 
 def _stack(request: Request, who: Principal, plant: str, stack: str) -> tuple[PlantConfig, StackConfig]:
@@ -77,6 +88,24 @@ def hours(request: Request, who: Reader, plant: str, stack: str,
                       final=bool(r.get("final")))
              for h, r in sorted(rows.items())]
     return HourList(items=items)
+
+
+@router.get("/stacks/{plant}/{stack}/minutes", response_model=MinuteList,
+            summary="Minute figures (provisional; at most 2 days per request)")
+def minutes(request: Request, who: Reader, plant: str, stack: str,
+            start: Annotated[str, Query(description="ISO 8601 with offset, or YYYY-MM-DD (local midnight)")],
+            end: Annotated[str, Query(description="exclusive; same forms as start")]) -> MinuteList:
+    p, _ = _stack(request, who, plant, stack)
+    s, e = parse_range(start, end, p.timezone, MAX_MINUTE_RANGE_DAYS)
+    rows = schema.figure_rows(request.app.state.db, schema.MINUTE, schema.MINUTE_FIELDS, plant, stack, s, e)
+    items = []
+    for m, r in sorted(rows.items()):
+        rate = _num(r.get("rate_kg_h"))
+        items.append(MinuteItem(start=iso(m, p.timezone), status=r.get("status") or "invalid",
+                                readings=int(r.get("n") or 0), valid_readings=int(r.get("n_valid") or 0),
+                                co2_kg=_num(r.get("mass_kg")), rate_t_h=None if rate is None else rate / 1000,
+                                co2_mg_m3=_num(r.get("co2_mg_m3")), qsn_m3_h=_num(r.get("qsn_m3_h"))))
+    return MinuteList(items=items)
 
 
 @router.get("/stacks/{plant}/{stack}/days", response_model=DayList, summary="Local calendar day figures")
