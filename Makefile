@@ -1,0 +1,40 @@
+# The README's commands. Everything installs what it needs on a fresh Debian/Ubuntu machine.
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+
+.PHONY: demo test setup services-up services-down lint bench clean
+
+## demo: broker + database + service + simulated plant, with the live dashboard (Ctrl-C stops all)
+demo: setup
+	$(BIN)/cems demo
+
+## test: the whole test suite (unit, property, integration on real mosquitto and InfluxDB)
+test: setup
+	$(PY) cems/localservices.py install
+	$(BIN)/ruff check .
+	$(BIN)/pytest
+	NUMBA_DISABLE_JIT=1 $(BIN)/pytest -q tests/compute
+
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[dev]'
+	touch $@
+
+## services-up / services-down: mosquitto and InfluxDB on 127.0.0.1:1883 / :8086, data in var/services
+services-up:
+	deploy/services start
+services-down:
+	deploy/services stop
+
+lint: setup
+	$(BIN)/ruff check .
+
+bench: setup
+	$(BIN)/python -m bench
+
+clean:
+	rm -rf $(VENV) var .pytest_cache .hypothesis

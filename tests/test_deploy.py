@@ -1,0 +1,47 @@
+"""What ships in deploy/ and the demo: configs that load, a compose file that holds together."""
+
+from pathlib import Path
+
+import yaml
+
+from cems import localservices as ls
+from cems.config import load_config, parse_config
+from cems.demo import demo_config
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_docker_config_loads():
+    cfg = load_config(ROOT / "deploy" / "docker.toml")
+    assert [(p.id, s.id) for p in cfg.plants for s in p.stacks] == [("wusha", "u1"), ("wusha", "u2")]
+    assert cfg.mqtt.host == "mosquitto" and cfg.influx.url == "http://influxdb:8086"
+
+
+def test_demo_config_is_the_design_demo_plant(tmp_path):
+    cfg = parse_config(demo_config(1883, 8086, 8080, tmp_path, {"operator": "op-token-123", "admin": "ad-token-123"}))
+    [plant] = cfg.plants
+    assert (plant.id, plant.timezone, [s.id for s in plant.stacks]) == ("wusha", "Asia/Shanghai", ["u1", "u2"])
+    assert {t.role for t in cfg.api.tokens} == {"operator", "admin"}
+
+
+def test_compose_file_services_and_volumes():
+    doc = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    services = doc["services"]
+    assert set(services) == {"mosquitto", "influxdb", "cems", "simulator"}
+    assert services["influxdb"]["image"] == "influxdb:1.11"
+    assert services["simulator"]["profiles"] == ["demo"]
+    for name, svc in services.items():
+        for vol in svc.get("volumes", []):
+            src = vol.split(":")[0]
+            if src.startswith("./"):
+                assert (ROOT / src).exists(), f"{name}: {src} missing"
+            else:
+                assert src in doc["volumes"], f"{name}: named volume {src} not declared"
+        if "build" in svc:
+            assert (ROOT / svc["build"]["context"] / svc["build"]["dockerfile"]).exists()
+
+
+def test_broker_configs_keep_the_guarantees():
+    for text in ((ROOT / "deploy" / "mosquitto" / "mosquitto.conf").read_text(), ls.mosquitto_conf(1883, Path("/x"))):
+        assert "persistence true" in text
+        assert "max_queued_messages 0" in text
