@@ -33,7 +33,9 @@ services-down:
 lint: setup
 	$(BIN)/ruff check .
 
+## bench: the kernel benchmark (numba vs plain NumPy vs pandas), readings/s
 bench: setup
+	$(BIN)/pip install -q -e '.[dev,bench]'
 	$(BIN)/python -m bench
 
 clean:

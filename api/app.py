@@ -3,15 +3,15 @@
 from collections.abc import Callable
 from pathlib import Path
 
-from cems.api.auth import TokenTable
-from cems.api.routes import health, stacks
-from cems.store.influx import Influx
 from fastapi import FastAPI
 from fastapi.responses import FileResponse
 from fastapi.staticfiles import StaticFiles
 
 import cems
+from cems.api.auth import TokenTable
+from cems.api.routes import health, stacks
 from cems.config import Config
+from cems.store.influx import Influx
 
 STATIC = Path(__file__).parent / "static"
 

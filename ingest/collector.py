@@ -11,9 +11,9 @@ import threading
 import time
 
 import paho.mqtt.client as mqtt
-from cems.ingest.pipeline import Message
 
 from cems.config import MqttConfig
+from cems.ingest.pipeline import Message
 
 log = logging.getLogger("cems.collector")
 READINGS_FILTER = "cems/v1/+/+/readings"

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import orjson
+
 from cems.compute.channels import FLAG_CODE, FLAG_UNKNOWN, N_CHANNELS, NAMES
 
 MAX_PAYLOAD_BYTES = 256 * 1024

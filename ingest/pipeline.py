@@ -19,20 +19,20 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import orjson
+
 from cems.compute import constants as K
 from cems.compute.channels import CHANNELS, FLAG_CODE, FLAG_UNKNOWN, NAMES
 from cems.compute.hour import HOUR_STATUS_NAMES, hour_figures
 from cems.compute.minute import minute_figures
 from cems.compute.params import StackParams
 from cems.compute.validity import VALIDITY_NAMES, classify_readings, describe_reason
+from cems.config import Config, PlantConfig, StackConfig
 from cems.ingest.decode import Decoded, Rejected, check_times, decode_payload, parse_topic
 from cems.ingest.live import LiveTotals, local_year_start
 from cems.store import schema
 from cems.store.deadletter import DeadLetters
 from cems.store.influx import Influx
 from cems.store.lineproto import line
-
-from cems.config import Config, PlantConfig, StackConfig
 
 log = logging.getLogger("cems.pipeline")
 DEFAULT_RANGES = {c.name: c.default_range for c in CHANNELS}

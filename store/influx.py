@@ -5,6 +5,7 @@ InfluxDB 2.x and 3.x serve the same through their v1-compatible endpoints with a
 """
 
 import httpx
+
 from cems.store.lineproto import apply_nulls
 
 

@@ -1,5 +1,6 @@
-from cems.api.models import Health
 from fastapi import APIRouter, Request
+
+from cems.api.models import Health
 
 router = APIRouter()
 

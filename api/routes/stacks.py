@@ -6,6 +6,8 @@ import time
 from typing import Annotated
 
 import numpy as np
+from fastapi import APIRouter, Depends, HTTPException, Query, Request
+
 from cems.api.auth import Principal, reader
 from cems.api.models import (
     DayItem,
@@ -22,10 +24,8 @@ from cems.api.timeparse import iso, local_midnight, parse_range
 from cems.compute.day import day_figures, local_dates
 from cems.compute.hour import HOUR_STATUS_NAMES
 from cems.compute.minute import group_offsets
-from cems.store import schema
-from fastapi import APIRouter, Depends, HTTPException, Query, Request
-
 from cems.config import PlantConfig, StackConfig
+from cems.store import schema
 
 router = APIRouter()
 Reader = Annotated[Principal, Depends(reader)]
