@@ -3,15 +3,15 @@
 from collections.abc import Callable
 from pathlib import Path
 
-from fastapi import FastAPI
-from fastapi.responses import FileResponse
+from fastapi import FastAPI, Request
+from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 
 import cems
 from cems.api.auth import TokenTable
 from cems.api.routes import health, stacks
 from cems.config import Config
-from cems.store.influx import Influx
+from cems.store.influx import Influx, InfluxError
 
 STATIC = Path(__file__).parent / "static"
 
@@ -37,6 +37,11 @@ def create_app(cfg: Config, db: Influx, live: Callable[[str, str], dict | None],
     app.state.tokens = TokenTable(cfg.api.tokens)
     app.include_router(health.router, prefix="/api/v1", tags=["health"])
     app.include_router(stacks.router, prefix="/api/v1", tags=["stacks"])
+    @app.exception_handler(InfluxError)
+    def _store_down(request: Request, exc: InfluxError) -> JSONResponse:
+        return JSONResponse({"detail": f"the database is unavailable, try again shortly: {exc}"}, status_code=503,
+                            headers={"Retry-After": "10"})
+
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
 
     @app.get("/", include_in_schema=False)

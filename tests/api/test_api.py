@@ -162,3 +162,16 @@ def test_dashboard_and_openapi_are_served(client):
     assert client.get("/static/dashboard.js").status_code == 200
     spec = client.get("/openapi.json").json()
     assert "/api/v1/stacks/{plant}/{stack}/hours" in spec["paths"]
+
+
+def test_database_down_is_503_with_a_reason():
+    from cems.store.influx import InfluxError
+
+    class DownDb:
+        def query(self, q):
+            raise InfluxError("InfluxDB at http://x unreachable")
+
+    app = create_app(parse_config(CFG), DownDb(), lambda p, s: None, lambda: {})
+    r = TestClient(app).get("/api/v1/stacks/a/s1/hours", params={"start": "2025-11-24", "end": "2025-11-25"},
+                            headers=auth())
+    assert r.status_code == 503 and "unavailable" in r.json()["detail"]
