@@ -78,21 +78,23 @@ class StorageConfig(_Section):
     data_dir: Path = Path("var/data")
 
 
-Pair = tuple[float, float]
+Pair = tuple[float, float]  # ranges may be open-ended (inf); NaN fails their low < high check
+Finite = Annotated[float, Field(allow_inf_nan=False)]
+FinitePair = tuple[Finite, Finite]
 
 
 class StackConfig(_Section):
     id: Id
     name: str | None = None
-    area_m2: float | None = Field(None, gt=0)
-    kv: float | None = Field(None, gt=0)
+    area_m2: float | None = Field(None, gt=0, allow_inf_nan=False)
+    kv: float | None = Field(None, gt=0, allow_inf_nan=False)
     flow_basis: Literal["actual_wet", "std_wet", "std_dry"] = "actual_wet"
     co2_basis: Literal["dry", "wet"] = "dry"
     minute_min_samples: int = Field(K.MINUTE_MIN_SAMPLES, ge=1, le=600)
     co2_density_kg_m3: float = Field(K.M_CO2_OVER_VM, gt=0, lt=10)
     ranges: dict[ChannelName, Pair] = {}
-    calibration: dict[ChannelName, Pair] = {}
-    max_potential: dict[str, float] = {}
+    calibration: dict[ChannelName, FinitePair] = {}
+    max_potential: dict[str, Finite] = {}
 
     @field_validator("ranges")
     @classmethod
@@ -104,7 +106,7 @@ class StackConfig(_Section):
 
     @field_validator("calibration")
     @classmethod
-    def _slope_nonzero(cls, v: dict[str, Pair]) -> dict[str, Pair]:
+    def _slope_nonzero(cls, v: dict[str, FinitePair]) -> dict[str, FinitePair]:
         for name, (_a, b) in v.items():
             if b == 0:
                 raise ValueError(f"{name}: calibration slope b must not be 0 (y = a + b*x)")
@@ -138,7 +140,7 @@ class PlantConfig(_Section):
     def _known_zone(cls, v: str) -> str:
         try:
             zoneinfo.ZoneInfo(v)
-        except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        except (zoneinfo.ZoneInfoNotFoundError, ValueError, OSError):  # OSError: a tzdata folder name
             raise ValueError(f"unknown timezone {v!r} (an IANA name such as 'Asia/Shanghai')") from None
         return v
 
@@ -276,4 +278,6 @@ def load_config(path: str | os.PathLike | None = None) -> Config:
         text = p.read_text(encoding="utf-8")
     except OSError as e:
         raise ConfigError(f"{p}: cannot read: {e.strerror}") from None
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{p}: not UTF-8 text (byte {e.start})") from None
     return parse_config(text, str(p), p.resolve().parent)

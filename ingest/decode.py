@@ -97,10 +97,12 @@ def decode_payload(payload: bytes) -> Decoded:
     if not isinstance(obj, dict):
         raise Rejected(f"payload must be a JSON object, got {type(obj).__name__}")
     gw, seq = obj.get("gw"), obj.get("seq")
-    if gw is not None and not isinstance(gw, str):
-        raise Rejected("gw must be a string")
-    if seq is not None and type(seq) is not int:
-        raise Rejected("seq must be an integer", gw=gw)
+    good_gw = gw if isinstance(gw, str) else None
+    good_seq = seq if type(seq) is int else None
+    if gw is not None and good_gw is None:
+        raise Rejected("gw must be a string", seq=good_seq)
+    if seq is not None and good_seq is None:
+        raise Rejected("seq must be an integer", gw=good_gw)
     try:
         return _decode_object(obj, gw, seq)
     except Rejected as e:

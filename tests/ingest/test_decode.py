@@ -113,6 +113,8 @@ def test_ts_range_boundaries():
     assert decode_payload(enc({"ts": TS_MIN_S})).ts_ms.tolist() == [TS_MIN_S * 1000]
     assert decode_payload(enc({"ts": TS_MAX_S - 1})).ts_ms.tolist() == [(TS_MAX_S - 1) * 1000]
     assert decode_payload(enc({"ts": "2000-01-01T00:00:00Z"})).ts_ms.tolist() == [TS_MIN_S * 1000]
+    late = decode_payload(enc({"ts": "2100-01-01T07:59:59+08:00"}))  # 2099-12-31T23:59:59Z
+    assert late.ts_ms.tolist() == [(TS_MAX_S - 1) * 1000]
 
 
 # --- batches ------------------------------------------------------------------------------------------
