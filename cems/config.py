@@ -118,6 +118,9 @@ class StackConfig(_Section):
                                      or "velocity_ms" in self.calibration):
             raise ValueError("area_m2 is missing: flow from velocity_ms needs the stack area "
                              "(kv, ranges.velocity_ms or calibration.velocity_ms are set)")
+        if self.area_m2 is not None and self.flow_basis != "actual_wet":
+            raise ValueError(f"flow_basis {self.flow_basis!r} with area_m2: flow from a velocity probe is actual "
+                             "and wet, so flow_basis must be 'actual_wet'")
         return self
 
     @property

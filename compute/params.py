@@ -49,8 +49,8 @@ class StackParams:
         n = len(specs)
         cal_a = np.zeros((n, N_CHANNELS))
         cal_b = np.ones((n, N_CHANNELS))
-        lo = np.empty((n, N_CHANNELS))
-        hi = np.empty((n, N_CHANNELS))
+        lo = np.full((n, N_CHANNELS), -np.inf)  # a channel with no range given is unbounded
+        hi = np.full((n, N_CHANNELS), np.inf)
         required = np.zeros((n, N_CHANNELS), dtype=np.bool_)
         for i, s in enumerate(specs):
             for name, (a, b) in default_ranges.items():

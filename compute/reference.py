@@ -42,7 +42,7 @@ def minute_figure(validity, values, area_m2, kv, flow_basis, co2_wet, density, m
     n_stopped = int(np.sum(validity == STOPPED))
     v = values[validity == VALID]
     with np.errstate(invalid="ignore"):
-        means = np.array([np.nanmean(v[:, j]) if np.isfinite(v[:, j]).any() else np.nan
+        means = np.array([np.mean(v[np.isfinite(v[:, j]), j]) if np.isfinite(v[:, j]).any() else np.nan
                           for j in range(values.shape[1])])
     if 2 * n_stopped > n:
         status = STOPPED

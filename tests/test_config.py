@@ -71,7 +71,7 @@ FULL = textwrap.dedent('''\
     id = "u2"
     area_m2 = 28.3
     kv = 0.95
-    flow_basis = "std_dry"
+    flow_basis = "actual_wet"
     co2_basis = "wet"
     co2_density_kg_m3 = 1.977
     ranges = { velocity_ms = [0, 40] }
@@ -163,7 +163,7 @@ def test_full_config_parses_with_the_right_values():
     assert u1.ranges == {"co2_pct": (0.0, 20.0), "flow_m3h": (0.0, 3.0e6)}
     assert u1.calibration == {"co2_pct": (0.1, 1.02)}
     assert u1.max_potential == {"co2_pct": 20.0, "flow_m3h": 3.0e6}
-    assert (u2.area_m2, u2.kv, u2.flow_basis, u2.co2_basis) == (28.3, 0.95, "std_dry", "wet")
+    assert (u2.area_m2, u2.kv, u2.flow_basis, u2.co2_basis) == (28.3, 0.95, "actual_wet", "wet")
     assert u2.co2_density_kg_m3 == 1.977
     assert u2.ranges == {"velocity_ms": (0.0, 40.0)}
     assert u2.calibration == {"velocity_ms": (-0.2, 1.1), "temp_c": (0.0, 1.0)}
@@ -188,7 +188,7 @@ def test_stack_specs_per_regime():
     assert u2.t0_k == 273.0 and u2.hour_min_valid_pct == 75
     assert eu.t0_k == 273.15 == K.T0_K_EU and eu.hour_min_valid_pct == 80
     assert u1.area_m2 is None and u1.kv == 1.0
-    assert (u2.area_m2, u2.kv, u2.flow_basis, u2.co2_basis, u2.co2_density_kg_m3) == (28.3, 0.95, "std_dry", "wet",
+    assert (u2.area_m2, u2.kv, u2.flow_basis, u2.co2_basis, u2.co2_density_kg_m3) == (28.3, 0.95, "actual_wet", "wet",
                                                                                      1.977)
     assert u1.minute_min_samples == 10 and eu.minute_min_samples == K.MINUTE_MIN_SAMPLES
     assert u1.ranges == (("co2_pct", 0.0, 20.0), ("flow_m3h", 0.0, 3.0e6))
@@ -641,3 +641,8 @@ def test_nan_range_refused_and_open_range_accepted():
     assert "plants[0].stacks[1].ranges: " in config_error(with_stack("ranges = { co2_pct = [nan, 1] }"))
     stack = parse_config(with_stack("ranges = { co2_pct = [0, inf] }")).plants[0].stacks[1]
     assert stack.ranges["co2_pct"] == (0.0, math.inf)
+
+
+def test_velocity_flow_must_be_actual_wet():
+    msg = config_error(with_stack('area_m2 = 20.0\nflow_basis = "std_dry"'))
+    assert "plants[0].stacks[1]" in msg and "actual_wet" in msg
