@@ -22,12 +22,14 @@ import orjson
 
 from cems.compute import constants as K
 from cems.compute.channels import CHANNELS, FLAG_CODE, FLAG_UNKNOWN, NAMES
-from cems.compute.hour import HOUR_STATUS_NAMES, hour_figures
+from cems.compute.hour import H_STOPPED, HOUR_STATUS_NAMES, MISSING, hour_figures
 from cems.compute.minute import minute_figures
 from cems.compute.params import StackParams
+from cems.compute.substitution import EMPTY, METHOD_NAMES, POLICIES
 from cems.compute.validity import VALIDITY_NAMES, classify_readings, describe_reason
 from cems.config import Config, PlantConfig, StackConfig
 from cems.ingest.decode import Decoded, Rejected, check_times, decode_payload, parse_topic
+from cems.ingest.hourseries import BASE_NAMES, HISTORY_DAYS, HourSeries, Resolved
 from cems.ingest.live import LiveTotals, local_year_start
 from cems.store import schema
 from cems.store.deadletter import DeadLetters
@@ -37,7 +39,6 @@ from cems.store.lineproto import line
 log = logging.getLogger("cems.pipeline")
 DEFAULT_RANGES = {c.name: c.default_range for c in CHANNELS}
 Raw = tuple  # (values tuple, status letter, gw, seq)
-SETTLE_S = 30.0  # an hour is final only once no data has come for it for this long (wall clock)
 LOADED_IDLE_S = 300.0  # old hours read back for late data stay in memory this long after their last data
 
 
@@ -70,18 +71,19 @@ class StackState:
     stack: StackConfig
     raw: dict[int, dict[int, Raw]] = field(default_factory=dict)  # minute [s] -> ts [ms] -> reading
     minutes: dict[int, dict] = field(default_factory=dict)  # minute [s] -> figure row
-    hours: dict[int, dict] = field(default_factory=dict)  # hour [s] -> figure row
+    series: HourSeries = field(default_factory=HourSeries)  # the hourly series, base and resolved
     dirty_minutes: set[int] = field(default_factory=set)
     dirty_hours: set[int] = field(default_factory=set)
     loaded_hours: set[int] = field(default_factory=set)  # old hours read back whole from the store
     loaded_touched: dict[int, float] = field(default_factory=dict)  # old hour -> last time data came for it
-    hour_touched: dict[int, float] = field(default_factory=dict)  # hour -> last wall-clock time data came
     # Minutes at or after this are complete in memory; older ones may be in the store only.
     authoritative_from: int = 0
     last_reading_ms: int | None = None
     latest_minute: int | None = None
     latest_valid: tuple[int, float] | None = None  # (minute [s], rate [kg/h])
     live: LiveTotals | None = None
+    series_dirty: bool = False
+    pending_commits: list = field(default_factory=list)
 
     @property
     def key(self) -> tuple[str, str]:
@@ -152,11 +154,16 @@ class Pipeline:
             st.dirty_minutes.update(st.raw)
             st.dirty_hours.update(m - m % 3600 for m in st.raw)
             # Treat recovered hours as just touched: the broker may still hold their missing messages.
-            st.hour_touched.update(dict.fromkeys(st.dirty_hours, now))
+            for h in st.dirty_hours:
+                st.series.touch(h, now)
             st.authoritative_from = since
             st.last_reading_ms = last
             st.latest_valid = schema.last_valid_minute(self.db, plant, stack)
             st.latest_minute = max(st.minutes, default=None)
+        history = int(now) - HISTORY_DAYS * 86400
+        for h, row in schema.figure_rows(self.db, schema.HOUR, schema.HOUR_FIELDS, plant, stack, history,
+                                         int(now) + 86400).items():
+            st.series.load_row(h, row)
         year0 = local_year_start(now, st.plant.timezone)
         until = int(now) + 86400
         st.live.seed(
@@ -177,9 +184,6 @@ class Pipeline:
         for m, row in schema.figure_rows(self.db, schema.MINUTE, schema.MINUTE_FIELDS, plant, stack,
                                          start_s, end_s).items():
             st.minutes.setdefault(m, row)
-        for h, row in schema.figure_rows(self.db, schema.HOUR, schema.HOUR_FIELDS, plant, stack,
-                                         start_s - start_s % 3600, end_s).items():
-            st.hours.setdefault(h, row)
 
     def _ensure_loaded(self, st: StackState, minutes: np.ndarray, now: float) -> None:
         """Bring whole old hours back into memory before late readings for them are merged."""
@@ -268,7 +272,7 @@ class Pipeline:
         for (m, ts), rec in pending.items():
             st.raw.setdefault(m, {})[ts] = rec
             st.dirty_minutes.add(m)
-            st.hour_touched[m - m % 3600] = now
+            st.series.touch(m - m % 3600, now)
         if pending:
             newest = max(ts for _, ts in pending)
             st.last_reading_ms = max(st.last_reading_ms or 0, newest)
@@ -347,77 +351,134 @@ class Pipeline:
                 st.latest_valid = (m, row["rate_kg_h"])
 
     def _close_hours(self, now: float) -> None:
+        """Base figures for closed dirty hours, then substitution over each touched stack's series."""
         groups = [(st, h) for st in self.stacks.values() for h in sorted(st.dirty_hours) if h + 3600 <= now]
-        if not groups:
-            return
         for st, h in groups:
             if h < st.authoritative_from and h not in st.loaded_hours:
                 self._load(st, h, h + 3600)
                 st.loaded_hours.add(h)
                 st.loaded_touched[h] = now
-        status, cq, qsn, offsets = [], [], [], [0]
-        for st, h in groups:
-            for m in range(h, h + 3600, 60):
-                row = st.minutes.get(m)
-                if row is not None:
-                    status.append(VALIDITY_NAMES.index(row["status"]))
-                    cq.append(_num(row.get("co2_mg_m3")))
-                    qsn.append(_num(row.get("qsn_m3_h")))
-            offsets.append(len(status))
-        figs = hour_figures(np.array(offsets), np.array([st.row for st, _ in groups]), np.array(status, np.int8),
-                            np.array(cq), np.array(qsn), self.params.hour_min_valid_pct)
-        lines, audits, commits = [], [], []
-        for g, (st, h) in enumerate(groups):
-            spec_row = st.row
-            row = {"status": HOUR_STATUS_NAMES[figs.status[g]], "method": "",
-                   "valid_min": int(figs.valid_min[g]), "stopped_min": int(figs.stopped_min[g]),
-                   "op_min": int(figs.op_min[g]), "co2_mg_m3": float(figs.co2_mg_m3[g]),
-                   "qsn_m3_h": float(figs.qsn_m3_h[g]), "rate_kg_h": float(figs.rate_kg_h[g]),
-                   "mass_t": float(figs.mass_t[g]), "revision": 0,
-                   "final": self._may_be_final(st, h, now), "regime": st.plant.regime,
-                   "t0_k": float(self.params.t0_k[spec_row]),
-                   "co2_density_kg_m3": float(self.params.density_kg_m3[spec_row]),
-                   "min_valid_pct": int(self.params.hour_min_valid_pct[spec_row])}
-            old = st.hours.get(h)
-            if old is not None:
-                row["revision"] = int(old.get("revision") or 0)
-                comparable = {k: v for k, v in row.items() if k not in ("final", "revision")}
-                if _rows_equal(comparable, old):
-                    row["final"] = row["final"] or bool(old.get("final"))
-                    if row["final"] == bool(old.get("final")):
-                        commits.append((st, h, row))
-                        continue
-                elif old.get("final"):
-                    row["revision"] += 1
+        if groups:
+            status, cq, qsn, offsets = [], [], [], [0]
+            for st, h in groups:
+                for m in range(h, h + 3600, 60):
+                    row = st.minutes.get(m)
+                    if row is not None:
+                        status.append(VALIDITY_NAMES.index(row["status"]))
+                        cq.append(_num(row.get("co2_mg_m3")))
+                        qsn.append(_num(row.get("qsn_m3_h")))
+                offsets.append(len(status))
+            figs = hour_figures(np.array(offsets), np.array([st.row for st, _ in groups]),
+                                np.array(status, np.int8), np.array(cq), np.array(qsn), self.params.hour_min_valid_pct)
+            for g, (st, h) in enumerate(groups):
+                empty = offsets[g + 1] == offsets[g]
+                st.series.set_base(h, EMPTY if empty else int(figs.status[g]), int(figs.valid_min[g]),
+                                   int(figs.stopped_min[g]), int(figs.op_min[g]), float(figs.co2_mg_m3[g]),
+                                   float(figs.qsn_m3_h[g]))
+                st.dirty_hours.discard(h)
+                st.series_dirty = True
+        closed = int(now) - int(now) % 3600  # hours before this one have ended
+        lines, audits = [], []
+        for st in self.stacks.values():
+            ser = st.series
+            if ser.start_s is None:
+                continue
+            if ser.end_s < closed:
+                ser.index(closed - 3600)  # hours without data since the last one: to be resolved as well
+                st.series_dirty = True
+            if not st.series_dirty:
+                continue
+            st.series_dirty = False
+            changes = ser.resolve(self._periods(st), self._policy(st), *self._mpv(st))
+            for i, r in changes:
+                h = ser.hour(i)
+                if h + 3600 > now:
+                    continue  # still open
+                old_final = bool(ser.a["final"][i])
+                revision = int(ser.a["revision"][i])
+                if old_final and ser.a["status"][i] >= 0:
+                    revision += 1
                     audits.append(self._audit_line(*st.key, "revision", h * 1000, now,
-                                                  {"old": old, "new": row}, "late or corrected data"))
-            lines.append(schema.figure_line(schema.HOUR, *st.key, h, row))
-            commits.append((st, h, row))
+                                                   {"old": self._hour_row(st, i, ser.resolved(i), old_final,
+                                                                          revision - 1),
+                                                    "new": self._hour_row(st, i, r, old_final, revision)},
+                                                   "late or corrected data"))
+                final = self._may_be_final(st, h, r, now)
+                lines.append(schema.figure_line(schema.HOUR, *st.key, h, self._hour_row(st, i, r, final, revision)))
+                st.pending_commits.append((i, r, final, revision))
         self._write(lines, audits)
-        for st, h, row in commits:
-            st.hours[h] = row
-            st.dirty_hours.discard(h)
+        for st in self.stacks.values():
+            for i, r, final, revision in st.pending_commits:
+                st.series.commit(i, r, final, revision)
+            st.pending_commits.clear()
+
+    def _hour_row(self, st: StackState, i: int, r: Resolved, final: bool, revision: int) -> dict:
+        a = st.series.a
+        rate = 0.0 if r.status == H_STOPPED else r.conc * r.flow * 1e-6
+        mass = 0.0 if r.status == H_STOPPED else rate * r.op_min / 60.0 / 1000.0
+        row = st.row
+        return {"status": HOUR_STATUS_NAMES[r.status], "method": METHOD_NAMES[r.method],
+                "valid_min": int(a["valid_min"][i]), "stopped_min": int(a["stopped_min"][i]), "op_min": r.op_min,
+                "co2_mg_m3": r.conc, "qsn_m3_h": r.flow, "rate_kg_h": rate, "mass_t": mass, "revision": revision,
+                "final": final, "provisional": r.provisional, "regime": st.plant.regime,
+                "t0_k": float(self.params.t0_k[row]), "co2_density_kg_m3": float(self.params.density_kg_m3[row]),
+                "min_valid_pct": int(self.params.hour_min_valid_pct[row]),
+                "base": BASE_NAMES[int(a["base"][i])], "base_op_min": int(a["base_op"][i]),
+                "conc_measured": float(a["conc"][i]), "flow_measured": float(a["flow"][i])}
+
+    def _periods(self, st: StackState) -> np.ndarray:
+        """Reporting period (local calendar year) of each hour in the series."""
+        ser = st.series
+        starts = ser.start_s + 3600 * np.arange(ser.n, dtype=np.int64)
+        zone = st.live.zone
+        y0 = dt.datetime.fromtimestamp(ser.start_s, zone).year
+        y1 = dt.datetime.fromtimestamp(ser.end_s, zone).year
+        bounds = np.array([dt.datetime(y, 1, 1, tzinfo=zone).timestamp() for y in range(y0 + 1, y1 + 1)])
+        return (y0 + np.searchsorted(bounds, starts, side="right")).astype(np.int64)
 
     @staticmethod
-    def _may_be_final(st: StackState, h: int, now: float) -> bool:
-        """Past the lateness window by the wall clock, and no data for the hour in the last SETTLE_S.
+    def _policy(st: StackState) -> int:
+        return POLICIES.index(st.plant.substitution)
+
+    def _mpv(self, st: StackState) -> tuple[float, float]:
+        mp = st.stack.max_potential
+        co2, flow = mp.get("co2_pct"), mp.get("flow_m3h")
+        conc = math.nan if co2 is None else co2 * 1e4 * float(self.params.density_kg_m3[st.row])
+        # A maximum potential flow is given as actual flow; using it as dry standard flow overstates, which
+        # is the conservative side for a substitute.
+        return conc, math.nan if flow is None else float(flow)
+
+    @staticmethod
+    def _may_be_final(st: StackState, h: int, r: Resolved, now: float) -> bool:
+        """Past the lateness window by the wall clock, not provisional, and no data for it for `settle_s`.
 
         The settle time keeps a backfill (a gateway replaying hours of stored readings) from finalising an
         hour after its first message and revising it with every later one.
         """
-        return now >= h + 3600 + st.lateness_s and now - st.hour_touched.get(h, -math.inf) >= SETTLE_S
+        if r.provisional or r.status == MISSING:
+            return False
+        i = st.series.index(h)
+        touched = st.series.a["touched"][i]
+        return bool(now >= h + 3600 + st.lateness_s and now - touched >= st.plant.settle_s)
 
     def _finalise_hours(self, now: float) -> None:
         lines, commits = [], []
         for st in self.stacks.values():
-            for h, row in st.hours.items():
-                if not row.get("final") and h not in st.dirty_hours and self._may_be_final(st, h, now):
-                    new = {**row, "final": True}
-                    lines.append(schema.figure_line(schema.HOUR, *st.key, h, new))
-                    commits.append((st, h, new))
-        self.db.write(lines)
-        for st, h, row in commits:
-            st.hours[h] = row
+            ser = st.series
+            for h in sorted(ser.pending_final):
+                if h < ser.start_s or h in st.dirty_hours:
+                    continue
+                i = ser.index(h)
+                if ser.a["status"][i] < 0:
+                    continue
+                r = ser.resolved(i)
+                if self._may_be_final(st, h, r, now):
+                    revision = int(ser.a["revision"][i])
+                    lines.append(schema.figure_line(schema.HOUR, *st.key, h, self._hour_row(st, i, r, True, revision)))
+                    commits.append((st, i, r, revision))
+        self._write(lines)
+        for st, i, r, revision in commits:
+            st.series.commit(i, r, True, revision)
 
     def _evict(self, now: float) -> None:
         for st in self.stacks.values():
@@ -425,17 +486,13 @@ class Pipeline:
             cutoff -= cutoff % 3600
             busy = {m - m % 3600 for m in st.dirty_minutes} | st.dirty_hours
             busy |= {h for h, t in st.loaded_touched.items() if now - t < LOADED_IDLE_S}
-            busy |= {h for h, row in st.hours.items() if not row.get("final")}
             if cutoff <= st.authoritative_from and not (st.loaded_hours - busy):
                 continue
             for m in [m for m in st.raw if m < cutoff and (m - m % 3600) not in busy]:
                 del st.raw[m]
             for m in [m for m in st.minutes if m < cutoff and (m - m % 3600) not in busy]:
                 del st.minutes[m]
-            for h in [h for h in st.hours if h < cutoff and h not in busy]:
-                del st.hours[h]
-            for h in [h for h in st.hour_touched if h < cutoff and h not in busy]:
-                del st.hour_touched[h]
+            st.series.trim(int(now) - HISTORY_DAYS * 86400)
             st.loaded_hours &= busy
             st.loaded_touched = {h: t for h, t in st.loaded_touched.items() if h in busy}
             # Hours below the cutoff still held (busy) were loaded or are dirty; everything else there

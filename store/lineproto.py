@@ -7,6 +7,8 @@ merges the fields of points with the same series and time).
 
 import math
 
+import numpy as np
+
 _TAG_ESCAPE = str.maketrans({",": r"\,", " ": r"\ ", "=": r"\="})
 _MEAS_ESCAPE = str.maketrans({",": r"\,", " ": r"\ "})
 
@@ -21,6 +23,8 @@ def string_field(v: str) -> str:
 
 def field_value(v) -> str | None:
     """Encode one field value, or None for a NaN float (left out and named in `nulls`)."""
+    if isinstance(v, np.generic):
+        v = v.item()
     if isinstance(v, bool):
         return "true" if v else "false"
     if isinstance(v, int):

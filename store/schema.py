@@ -13,7 +13,8 @@ READING, MINUTE, HOUR, REJECTED, AUDIT = "reading", "minute", "hour", "rejected"
 MINUTE_FIELDS = ("status", "n", "n_valid", "n_stopped", *NAMES, "qs_m3_h", "qsn_m3_h", "co2_dry_pct",
                  "co2_mg_m3", "rate_kg_h", "mass_kg", "regime")
 HOUR_FIELDS = ("status", "method", "valid_min", "stopped_min", "op_min", "co2_mg_m3", "qsn_m3_h", "rate_kg_h",
-               "mass_t", "revision", "final", "regime", "t0_k", "co2_density_kg_m3", "min_valid_pct")
+               "mass_t", "revision", "final", "provisional", "regime", "t0_k", "co2_density_kg_m3", "min_valid_pct",
+               "base", "base_op_min", "conc_measured", "flow_measured")
 
 
 def reading_line(plant: str, stack: str, ts_ms: int, values, status: str, validity: str, reason: str,

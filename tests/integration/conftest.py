@@ -57,6 +57,7 @@ STACKS = """
 id = "it"
 name = "Integration plant"
 timezone = "Asia/Shanghai"
+settle_s = 2
 
 [[plants.stacks]]
 id = "k1"
