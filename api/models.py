@@ -45,6 +45,9 @@ class HourItem(BaseModel):
     method: str | None = Field(description="substitution method code, null for measured hours")
     revision: int
     final: bool
+    reported: dict | None = Field(None, description="us_part75 only: the figures as EPA's ECMPS recalculates them "
+                                  "(rate_short_tons_h_reported, mass_short_tons_reported, flow_scfh_reported, "
+                                  "co2_pct_reported) beside the unrounded short tons")
 
 
 class HourList(BaseModel):

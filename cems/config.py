@@ -13,13 +13,12 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from cems.compute import constants as K
 from cems.compute.channels import NAMES
-from cems.compute.params import StackSpec
+from cems.compute.params import StackSpec, regime_constants
 
 Id = Annotated[str, Field(pattern=r"^[a-z0-9_-]{1,64}$")]
 ChannelName = Literal[NAMES]  # type: ignore[valid-type]
 ROLES = ("operator", "regulator", "gateway", "admin")
 REGIMES = ("china", "eu", "us_part75")
-IMPLEMENTED_REGIMES = ("china", "eu")
 
 
 class ConfigError(Exception):
@@ -148,14 +147,6 @@ class PlantConfig(_Section):
             raise ValueError(f"unknown timezone {v!r} (an IANA name such as 'Asia/Shanghai')") from None
         return v
 
-    @field_validator("regime")
-    @classmethod
-    def _implemented(cls, v: str) -> str:
-        if v not in IMPLEMENTED_REGIMES:
-            raise ValueError(f"regime {v!r} is part of the design but not implemented yet; "
-                             f"use one of {', '.join(IMPLEMENTED_REGIMES)}")
-        return v
-
     @field_validator("stacks")
     @classmethod
     def _unique_stacks(cls, v: list[StackConfig]) -> list[StackConfig]:
@@ -221,13 +212,11 @@ class Config(_Section):
         """Every configured stack with the numeric core's view of it, in a fixed order."""
         out = []
         for p in self.plants:
-            eu = p.regime == "eu"
             for s in p.stacks:
                 out.append((p, s, StackSpec(
                     area_m2=s.area_m2, kv=s.kv or 1.0, flow_basis=s.flow_basis, co2_basis=s.co2_basis,
                     co2_density_kg_m3=s.co2_density_kg_m3, minute_min_samples=s.minute_min_samples,
-                    t0_k=K.T0_K_EU if eu else K.T0_K_CHINA,
-                    hour_min_valid_pct=K.HOUR_MIN_VALID_PCT_EU if eu else K.HOUR_MIN_VALID_PCT_CHINA,
+                    regime=p.regime, **regime_constants(p.regime),
                     ranges=tuple((n, lo, hi) for n, (lo, hi) in s.ranges.items()),
                     calibration=tuple((n, a, b) for n, (a, b) in s.calibration.items()),
                 )))

@@ -41,11 +41,21 @@ FLOW_BASES = ("actual_wet", "std_wet", "std_dry")
 CO2_BASES = ("dry", "wet")
 
 
-def required_channels(flow_basis: str, co2_basis: str, has_area: bool) -> tuple[str, ...]:
-    """Channels a reading must carry, finite and in range, to be valid for CO2 mass (DESIGN §4)."""
+REGIMES = ("china", "eu", "us_part75")
+
+
+def required_channels(flow_basis: str, co2_basis: str, has_area: bool, regime: str = "china") -> tuple[str, ...]:
+    """Channels a reading must carry, finite and in range, to be valid for CO2 mass (DESIGN §4).
+
+    china/eu work on a dry basis (moisture needed unless flow and CO2 are both dry already); us_part75 on
+    a wet basis (F-11; moisture needed for a dry CO2 analyser, F-2, or a dry flow).
+    """
     req = ["velocity_ms" if has_area else "flow_m3h", "co2_pct"]
     if flow_basis == "actual_wet":
         req += ["temp_c", "press_kpa"]
-    if flow_basis != "std_dry" or co2_basis == "wet":
+    if regime == "us_part75":
+        if co2_basis == "dry" or flow_basis == "std_dry":
+            req.append("h2o_pct")
+    elif flow_basis != "std_dry" or co2_basis == "wet":
         req.append("h2o_pct")
     return tuple(req)

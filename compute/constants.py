@@ -14,3 +14,11 @@ LATENESS_S = 2 * 3600  # default lateness window after an hour's end before it i
 LOCK_AFTER_DAYS = 10  # Chinese correction deadline (DESIGN §5)
 MAX_FUTURE_S = 300  # readings more than 5 minutes ahead of the service clock are rejected (DESIGN §3)
 DAY_VALID_MEASURED_HOURS = 20  # of 24 operating hours, pro rata (DESIGN §4)
+
+# US 40 CFR Part 75 (regime `us_part75`)
+K_PART75 = 5.7e-7  # short ton CO2 / (scf x % CO2), 40 CFR 75 App. F eq. F-11
+T0_K_US = 293.15  # 68 degF, 40 CFR 72.2 standard conditions
+P0_KPA_US = 29.92 * 3.386389  # 29.92 inHg in kPa
+SCF_PER_M3 = 35.31466672  # cubic feet per cubic metre
+KG_PER_SHORT_TON = 907.18474
+HOUR_MIN_VALID_PCT_US = 0  # Part 75 judges an hour by the quadrant rule (75.10(d)), not a share of minutes

@@ -68,6 +68,15 @@ def co2_mass_concentration(co2_dry_pct, density_kg_m3):
 
 
 @kernel
+def part75_co2_rate_short_tons_h(co2_wet_pct, q_scfh, k):
+    """CO2 mass rate [short ton/h] = ``K * CO2w * Qh`` (40 CFR 75 App. F eq. F-11; K = 5.7e-7).
+
+    For a dry CO2 analyser pass ``CO2d * (100 - H2O) / 100`` as `co2_wet_pct` (eq. F-2).
+    """
+    return k * co2_wet_pct * q_scfh
+
+
+@kernel
 def mass_rate_kg_h(cq_mg_m3, qsn_m3_h):
     """CO2 mass rate [kg/h] = ``CQ [mg/m3] * Qsn [m3/h] * 1e-6`` (HJ 212-2017 App. D eq. 33)."""
     return cq_mg_m3 * qsn_m3_h * 1.0e-6

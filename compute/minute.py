@@ -5,16 +5,16 @@ from dataclasses import dataclass
 import numpy as np
 
 from .channels import CO2, FLOW, H2O, N_CHANNELS, PRESS, TEMP, VELOCITY
+from .constants import SCF_PER_M3
 from .formulas import (
     actual_flow_from_velocity,
     co2_mass_concentration,
     co2_wet_to_dry,
     dry_standard_flow,
-    mass_rate_kg_h,
     wet_standard_to_dry,
 )
 from .jit import kernel
-from .params import StackParams
+from .params import REGIME_PART75, StackParams
 from .validity import INVALID, STOPPED, VALID
 
 FLOW_ACTUAL_WET, FLOW_STD_WET, FLOW_STD_DRY = 0, 1, 2
@@ -35,11 +35,14 @@ class MinuteFigures:
     co2_mg_m3: np.ndarray
     rate_kg_h: np.ndarray
     mass_kg: np.ndarray  # 0 for stopped minutes, NaN for invalid ones
+    conc: np.ndarray  # the regime's concentration: CQ [mg/m3] (china, eu) or wet CO2 [%] (us_part75)
+    flow: np.ndarray  # the regime's flow: Qsn [m3/h] (china, eu) or wet standard flow [scfh] (us_part75)
 
 
 @kernel
 def _minutes(offsets, group_stack, validity, values, area, kv, flow_basis, co2_wet, density, min_samples,
-             t0_k, p0_kpa, n_out, nv_out, ns_out, status, means, qs, qsn, co2d, cq, rate, mass):
+             t0_k, p0_kpa, regime, rate_factor, n_out, nv_out, ns_out, status, means, qs, qsn, co2d, cq, rate, mass,
+             conc_out, flow_out):
     g_count = offsets.shape[0] - 1
     c_count = values.shape[1]
     sums = np.empty(c_count)
@@ -73,7 +76,7 @@ def _minutes(offsets, group_stack, validity, values, area, kv, flow_basis, co2_w
             status[g] = VALID
         else:
             status[g] = INVALID
-        qs[g] = qsn[g] = co2d[g] = cq[g] = rate[g] = np.nan
+        qs[g] = qsn[g] = co2d[g] = cq[g] = rate[g] = conc_out[g] = flow_out[g] = np.nan
         if status[g] == STOPPED:
             mass[g] = 0.0
             continue
@@ -94,7 +97,19 @@ def _minutes(offsets, group_stack, validity, values, area, kv, flow_basis, co2_w
         c = co2_wet_to_dry(means[g, CO2], h2o) if co2_wet[s] else means[g, CO2]
         conc = co2_mass_concentration(c, density[s])
         qs[g], qsn[g], co2d[g], cq[g] = q, qn, c, conc
-        rate[g] = mass_rate_kg_h(conc, qn)
+        if regime[s] == REGIME_PART75:
+            # F-11 on a wet basis: wet CO2 (F-2 for a dry analyser) times wet standard flow in scfh.
+            cw = means[g, CO2] if co2_wet[s] else means[g, CO2] * (1.0 - h2o / 100.0)
+            if flow_basis[s] == FLOW_ACTUAL_WET:
+                qw = q * t0_k[s] / (t0_k[s] + means[g, TEMP]) * means[g, PRESS] / p0_kpa[s]
+            elif flow_basis[s] == FLOW_STD_WET:
+                qw = q
+            else:
+                qw = q / (1.0 - h2o / 100.0)
+            conc_out[g], flow_out[g] = cw, qw * SCF_PER_M3
+        else:
+            conc_out[g], flow_out[g] = conc, qn
+        rate[g] = conc_out[g] * flow_out[g] * rate_factor[s]
         mass[g] = rate[g] / 60.0
 
 
@@ -122,13 +137,13 @@ def minute_figures(offsets, group_stack, validity, values, params: StackParams) 
         n=np.empty(g, np.int64), n_valid=np.empty(g, np.int64), n_stopped=np.empty(g, np.int64),
         status=np.empty(g, np.int8), means=np.empty((g, N_CHANNELS)), qs_m3_h=np.empty(g),
         qsn_m3_h=np.empty(g), co2_dry_pct=np.empty(g), co2_mg_m3=np.empty(g), rate_kg_h=np.empty(g),
-        mass_kg=np.empty(g),
+        mass_kg=np.empty(g), conc=np.empty(g), flow=np.empty(g),
     )
     _minutes(offsets, np.asarray(group_stack, dtype=np.int64), np.asarray(validity, dtype=np.int8),
              np.ascontiguousarray(values, dtype=np.float64), params.area_m2, params.kv, params.flow_basis,
              params.co2_wet, params.density_kg_m3, params.min_samples, params.t0_k, params.p0_kpa,
-             out.n, out.n_valid, out.n_stopped, out.status, out.means, out.qs_m3_h, out.qsn_m3_h,
-             out.co2_dry_pct, out.co2_mg_m3, out.rate_kg_h, out.mass_kg)
+             params.regime, params.rate_factor, out.n, out.n_valid, out.n_stopped, out.status, out.means,
+             out.qs_m3_h, out.qsn_m3_h, out.co2_dry_pct, out.co2_mg_m3, out.rate_kg_h, out.mass_kg, out.conc, out.flow)
     return out
 
 

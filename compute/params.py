@@ -5,7 +5,33 @@ from dataclasses import dataclass
 import numpy as np
 
 from .channels import CO2_BASES, FLOW_BASES, INDEX, N_CHANNELS, required_channels
-from .constants import HOUR_MIN_VALID_PCT_CHINA, M_CO2_OVER_VM, MINUTE_MIN_SAMPLES, P0_KPA, T0_K_CHINA
+from .constants import (
+    HOUR_MIN_VALID_PCT_CHINA,
+    HOUR_MIN_VALID_PCT_EU,
+    HOUR_MIN_VALID_PCT_US,
+    K_PART75,
+    KG_PER_SHORT_TON,
+    M_CO2_OVER_VM,
+    MINUTE_MIN_SAMPLES,
+    P0_KPA,
+    P0_KPA_US,
+    T0_K_CHINA,
+    T0_K_EU,
+    T0_K_US,
+)
+
+REGIME_MASS_CONC, REGIME_PART75 = 0, 1  # kernel codes: CQ x Qsn (china, eu) or F-11/F-2 (us_part75)
+
+
+def regime_constants(regime: str) -> dict:
+    """The constants a regime fixes (every stored hour records them)."""
+    if regime == "eu":
+        return {"t0_k": T0_K_EU, "p0_kpa": P0_KPA, "hour_min_valid_pct": HOUR_MIN_VALID_PCT_EU}
+    if regime == "us_part75":
+        return {"t0_k": T0_K_US, "p0_kpa": P0_KPA_US, "hour_min_valid_pct": HOUR_MIN_VALID_PCT_US}
+    return {"t0_k": T0_K_CHINA, "p0_kpa": P0_KPA, "hour_min_valid_pct": HOUR_MIN_VALID_PCT_CHINA}
+
+
 
 
 @dataclass(frozen=True)
@@ -21,6 +47,7 @@ class StackSpec:
     t0_k: float = T0_K_CHINA
     p0_kpa: float = P0_KPA
     hour_min_valid_pct: int = HOUR_MIN_VALID_PCT_CHINA
+    regime: str = "china"
     ranges: tuple[tuple[str, float, float], ...] = ()
     calibration: tuple[tuple[str, float, float], ...] = ()
 
@@ -38,6 +65,9 @@ class StackParams:
     t0_k: np.ndarray
     p0_kpa: np.ndarray
     hour_min_valid_pct: np.ndarray  # int64
+    regime: np.ndarray  # int8 REGIME_MASS_CONC or REGIME_PART75
+    rate_factor: np.ndarray  # kg/h per (concentration x flow) in the regime's units
+    quadrant_rule: np.ndarray  # bool: an hour needs a valid minute in every operating quarter (Part 75)
     cal_a: np.ndarray  # float64 (stacks, N_CHANNELS)
     cal_b: np.ndarray
     lo: np.ndarray
@@ -59,7 +89,7 @@ class StackParams:
                 lo[i, INDEX[name]], hi[i, INDEX[name]] = a, b
             for name, a, b in s.calibration:
                 cal_a[i, INDEX[name]], cal_b[i, INDEX[name]] = a, b
-            for name in required_channels(s.flow_basis, s.co2_basis, s.area_m2 is not None):
+            for name in required_channels(s.flow_basis, s.co2_basis, s.area_m2 is not None, s.regime):
                 required[i, INDEX[name]] = True
         return cls(
             area_m2=np.array([np.nan if s.area_m2 is None else s.area_m2 for s in specs], dtype=np.float64),
@@ -71,5 +101,10 @@ class StackParams:
             t0_k=np.array([s.t0_k for s in specs], dtype=np.float64),
             p0_kpa=np.array([s.p0_kpa for s in specs], dtype=np.float64),
             hour_min_valid_pct=np.array([s.hour_min_valid_pct for s in specs], dtype=np.int64),
+            regime=np.array([REGIME_PART75 if s.regime == "us_part75" else REGIME_MASS_CONC for s in specs],
+                            dtype=np.int8),
+            # CQ [mg/m3] x Qsn [m3/h] x 1e-6 = kg/h; K x CO2 [%] x Q [scfh] short ton/h x 907.18 = kg/h
+            rate_factor=np.array([K_PART75 * KG_PER_SHORT_TON if s.regime == "us_part75" else 1e-6 for s in specs]),
+            quadrant_rule=np.array([s.regime == "us_part75" for s in specs], dtype=np.bool_),
             cal_a=cal_a, cal_b=cal_b, lo=lo, hi=hi, required=required,
         )

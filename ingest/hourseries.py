@@ -13,6 +13,7 @@ import numpy as np
 
 from cems.compute.hour import H_STOPPED, HOUR_STATUS_NAMES, MEASURED, MISSING, SUBSTITUTED
 from cems.compute.substitution import EMPTY, METHOD_NAMES, substitute
+from cems.store import schema
 
 HISTORY_DAYS = 400
 BASE_NAMES = {MEASURED: "measured", H_STOPPED: "stopped", SUBSTITUTED: "insufficient", EMPTY: "empty"}
@@ -113,12 +114,13 @@ class HourSeries:
         a["valid_min"][i] = int(row.get("valid_min") or 0)
         a["stopped_min"][i] = int(row.get("stopped_min") or 0)
         a["base_op"][i] = int(row.get("base_op_min") if row.get("base_op_min") is not None else row.get("op_min") or 0)
-        a["conc"][i] = _f(row.get("conc_measured", row.get("co2_mg_m3") if status == "measured" else None))
-        a["flow"][i] = _f(row.get("flow_measured", row.get("qsn_m3_h") if status == "measured" else None))
+        measured = status == "measured"
+        a["conc"][i] = _f(schema.first_of(row, "conc_measured", *(("conc", "co2_mg_m3") if measured else ())))
+        a["flow"][i] = _f(schema.first_of(row, "flow_measured", *(("flow", "qsn_m3_h") if measured else ())))
         a["status"][i] = HOUR_STATUS_NAMES.index(status) if status in HOUR_STATUS_NAMES else -1
         a["op_min"][i] = int(row.get("op_min") or 0)
-        a["conc_used"][i] = _f(row.get("co2_mg_m3"))
-        a["flow_used"][i] = _f(row.get("qsn_m3_h"))
+        a["conc_used"][i] = _f(schema.first_of(row, "conc", "co2_mg_m3"))
+        a["flow_used"][i] = _f(schema.first_of(row, "flow", "qsn_m3_h"))
         a["method"][i] = METHOD_NAMES.index(row.get("method") or "") if (row.get("method") or "") in METHOD_NAMES else 0
         a["provisional"][i] = bool(row.get("provisional"))
         a["final"][i] = bool(row.get("final"))
@@ -163,6 +165,7 @@ class HourSeries:
 
 def _same(x: np.ndarray, y: np.ndarray) -> np.ndarray:
     return (x == y) | (np.isnan(x) & np.isnan(y))
+
 
 
 def _f(v) -> float:

@@ -25,6 +25,7 @@ from cems.compute.channels import CHANNELS, FLAG_CODE, FLAG_UNKNOWN, NAMES
 from cems.compute.hour import H_STOPPED, HOUR_STATUS_NAMES, MISSING, hour_figures
 from cems.compute.minute import minute_figures
 from cems.compute.params import StackParams
+from cems.compute.part75 import part75_reported
 from cems.compute.substitution import EMPTY, METHOD_NAMES, POLICIES
 from cems.compute.validity import VALIDITY_NAMES, classify_readings, describe_reason
 from cems.config import Config, PlantConfig, StackConfig
@@ -334,7 +335,7 @@ class Pipeline:
             row.update(qs_m3_h=float(figs.qs_m3_h[g]), qsn_m3_h=float(figs.qsn_m3_h[g]),
                        co2_dry_pct=float(figs.co2_dry_pct[g]), co2_mg_m3=float(figs.co2_mg_m3[g]),
                        rate_kg_h=float(figs.rate_kg_h[g]), mass_kg=float(figs.mass_kg[g]),
-                       regime=st.plant.regime)
+                       conc=float(figs.conc[g]), flow=float(figs.flow[g]), regime=st.plant.regime)
             new_rows.append(row)
             lines.append(schema.figure_line(schema.MINUTE, *st.key, m, row))
         self.db.write(lines)
@@ -359,22 +360,26 @@ class Pipeline:
                 st.loaded_hours.add(h)
                 st.loaded_touched[h] = now
         if groups:
-            status, cq, qsn, offsets = [], [], [], [0]
+            status, conc, flow, idx, offsets = [], [], [], [], [0]
             for st, h in groups:
-                for m in range(h, h + 3600, 60):
+                for k, m in enumerate(range(h, h + 3600, 60)):
                     row = st.minutes.get(m)
                     if row is not None:
                         status.append(VALIDITY_NAMES.index(row["status"]))
-                        cq.append(_num(row.get("co2_mg_m3")))
-                        qsn.append(_num(row.get("qsn_m3_h")))
+                        # Rows stored before `conc`/`flow` existed carry CQ and Qsn under their own names.
+                        conc.append(_num(schema.first_of(row, "conc", "co2_mg_m3")))
+                        flow.append(_num(schema.first_of(row, "flow", "qsn_m3_h")))
+                        idx.append(k)
                 offsets.append(len(status))
-            figs = hour_figures(np.array(offsets), np.array([st.row for st, _ in groups]),
-                                np.array(status, np.int8), np.array(cq), np.array(qsn), self.params.hour_min_valid_pct)
+            p = self.params
+            figs = hour_figures(np.array(offsets), np.array([st.row for st, _ in groups]), np.array(status, np.int8),
+                                np.array(conc), np.array(flow), p.hour_min_valid_pct, p.rate_factor,
+                                np.array(idx, np.int64), p.quadrant_rule)
             for g, (st, h) in enumerate(groups):
                 empty = offsets[g + 1] == offsets[g]
                 st.series.set_base(h, EMPTY if empty else int(figs.status[g]), int(figs.valid_min[g]),
-                                   int(figs.stopped_min[g]), int(figs.op_min[g]), float(figs.co2_mg_m3[g]),
-                                   float(figs.qsn_m3_h[g]))
+                                   int(figs.stopped_min[g]), int(figs.op_min[g]), float(figs.conc[g]),
+                                   float(figs.flow[g]))
                 st.dirty_hours.discard(h)
                 st.series_dirty = True
         closed = int(now) - int(now) % 3600  # hours before this one have ended
@@ -414,17 +419,24 @@ class Pipeline:
 
     def _hour_row(self, st: StackState, i: int, r: Resolved, final: bool, revision: int) -> dict:
         a = st.series.a
-        rate = 0.0 if r.status == H_STOPPED else r.conc * r.flow * 1e-6
-        mass = 0.0 if r.status == H_STOPPED else rate * r.op_min / 60.0 / 1000.0
         row = st.row
-        return {"status": HOUR_STATUS_NAMES[r.status], "method": METHOD_NAMES[r.method],
-                "valid_min": int(a["valid_min"][i]), "stopped_min": int(a["stopped_min"][i]), "op_min": r.op_min,
-                "co2_mg_m3": r.conc, "qsn_m3_h": r.flow, "rate_kg_h": rate, "mass_t": mass, "revision": revision,
-                "final": final, "provisional": r.provisional, "regime": st.plant.regime,
-                "t0_k": float(self.params.t0_k[row]), "co2_density_kg_m3": float(self.params.density_kg_m3[row]),
-                "min_valid_pct": int(self.params.hour_min_valid_pct[row]),
-                "base": BASE_NAMES[int(a["base"][i])], "base_op_min": int(a["base_op"][i]),
-                "conc_measured": float(a["conc"][i]), "flow_measured": float(a["flow"][i])}
+        stopped = r.status == H_STOPPED
+        rate = 0.0 if stopped else r.conc * r.flow * float(self.params.rate_factor[row])
+        mass = 0.0 if stopped else rate * r.op_min / 60.0 / 1000.0
+        us = st.plant.regime == "us_part75"
+        out = {"status": HOUR_STATUS_NAMES[r.status], "method": METHOD_NAMES[r.method],
+               "valid_min": int(a["valid_min"][i]), "stopped_min": int(a["stopped_min"][i]), "op_min": r.op_min,
+               "co2_mg_m3": math.nan if us else r.conc, "qsn_m3_h": math.nan if us else r.flow,
+               "rate_kg_h": rate, "mass_t": mass, "revision": revision, "final": final,
+               "provisional": r.provisional, "regime": st.plant.regime, "t0_k": float(self.params.t0_k[row]),
+               "co2_density_kg_m3": float(self.params.density_kg_m3[row]),
+               "min_valid_pct": int(self.params.hour_min_valid_pct[row]),
+               "base": BASE_NAMES[int(a["base"][i])], "base_op_min": int(a["base_op"][i]),
+               "conc": r.conc, "flow": r.flow, "conc_measured": float(a["conc"][i]),
+               "flow_measured": float(a["flow"][i])}
+        if us:
+            out.update(part75_reported(r.conc, r.flow, r.op_min / 60.0, stopped))
+        return out
 
     def _periods(self, st: StackState) -> np.ndarray:
         """Reporting period (local calendar year) of each hour in the series."""
@@ -443,6 +455,10 @@ class Pipeline:
     def _mpv(self, st: StackState) -> tuple[float, float]:
         mp = st.stack.max_potential
         co2, flow = mp.get("co2_pct"), mp.get("flow_m3h")
+        if st.plant.regime == "us_part75":
+            # Part 75 MPVs are a CO2 % and a flow at standard conditions; flow_m3h is taken as such.
+            return (math.nan if co2 is None else float(co2),
+                    math.nan if flow is None else float(flow) * K.SCF_PER_M3)
         conc = math.nan if co2 is None else co2 * 1e4 * float(self.params.density_kg_m3[st.row])
         # A maximum potential flow is given as actual flow; using it as dry standard flow overstates, which
         # is the conservative side for a substitute.
@@ -538,6 +554,7 @@ class Pipeline:
 
     def snapshot_counters(self) -> dict:
         return dict(self.counters)
+
 
 
 def _num(v) -> float:

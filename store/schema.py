@@ -11,10 +11,18 @@ from cems.store.lineproto import line
 
 READING, MINUTE, HOUR, REJECTED, AUDIT = "reading", "minute", "hour", "rejected", "audit"
 MINUTE_FIELDS = ("status", "n", "n_valid", "n_stopped", *NAMES, "qs_m3_h", "qsn_m3_h", "co2_dry_pct",
-                 "co2_mg_m3", "rate_kg_h", "mass_kg", "regime")
+                 "co2_mg_m3", "rate_kg_h", "mass_kg", "conc", "flow", "regime")
 HOUR_FIELDS = ("status", "method", "valid_min", "stopped_min", "op_min", "co2_mg_m3", "qsn_m3_h", "rate_kg_h",
                "mass_t", "revision", "final", "provisional", "regime", "t0_k", "co2_density_kg_m3", "min_valid_pct",
-               "base", "base_op_min", "conc_measured", "flow_measured")
+               "base", "base_op_min", "conc", "flow", "conc_measured", "flow_measured",
+               "co2_pct_reported", "flow_scfh_reported", "rate_short_tons_h", "rate_short_tons_h_reported",
+               "mass_short_tons", "mass_short_tons_reported")
+PART75_FIELDS = HOUR_FIELDS[-6:]
+
+
+def first_of(row: dict, *keys):
+    """The value of the first of `keys` the row has one for (rows written by older versions lack some)."""
+    return next((row[k] for k in keys if row.get(k) is not None), None)
 
 
 def reading_line(plant: str, stack: str, ts_ms: int, values, status: str, validity: str, reason: str,

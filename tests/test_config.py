@@ -360,11 +360,11 @@ def test_unknown_regime():
     assert "china" in msg and "eu" in msg
 
 
-def test_regime_us_part75_not_implemented_yet():
-    msg = config_error(with_stack("", plant_extra='regime = "us_part75"'))
-    assert "plants[0].regime: " in msg
-    assert "us_part75" in msg and "not implemented yet" in msg
-
+def test_regime_us_part75_uses_its_standard_conditions_and_quadrant_rule():
+    cfg = parse_config(with_stack('co2_basis = "wet"', plant_extra='regime = "us_part75"'))
+    spec = cfg.stack_specs()[1][2]
+    assert spec.regime == "us_part75" and spec.t0_k == 293.15 and spec.hour_min_valid_pct == 0
+    assert abs(spec.p0_kpa - 101.3207) < 1e-3  # 29.92 inHg
 
 def test_regime_eu_accepted():
     assert parse_config(with_stack("", plant_extra='regime = "eu"')).plants[0].regime == "eu"

@@ -70,6 +70,12 @@ def live(request: Request, who: Reader, plant: str, stack: str) -> Live:
     return Live(**body)
 
 
+def _reported(row: dict) -> dict | None:
+    if row.get("regime") != "us_part75":
+        return None
+    return {k: _num(row.get(k)) for k in schema.PART75_FIELDS}
+
+
 def _hour_rows(request: Request, plant: str, stack: str, start_s: int, end_s: int) -> dict[int, dict]:
     return schema.figure_rows(request.app.state.db, schema.HOUR, schema.HOUR_FIELDS, plant, stack, start_s, end_s)
 
@@ -85,7 +91,7 @@ def hours(request: Request, who: Reader, plant: str, stack: str,
                       qsn_m3_h=_num(r.get("qsn_m3_h")), valid_minutes=int(r.get("valid_min") or 0),
                       operating_minutes=int(r.get("op_min") or 0), status=r.get("status") or "missing",
                       method=r.get("method") or None, revision=int(r.get("revision") or 0),
-                      final=bool(r.get("final")))
+                      final=bool(r.get("final")), reported=_reported(r))
              for h, r in sorted(rows.items())]
     return HourList(items=items)
 
