@@ -40,14 +40,65 @@ class MinuteFigures:
 
 
 @kernel
+def _finish_minute(g, s, n, nv, ns, sums, counts, area, kv, flow_basis, co2_wet, density, min_samples, t0_k, p0_kpa,
+                   regime, rate_factor, n_out, nv_out, ns_out, status, means, qs, qsn, co2d, cq, rate, mass, conc_out,
+                   flow_out):
+    """Status and figures of group g (stack row s) from its counts and per-channel sums of valid readings."""
+    n_out[g], nv_out[g], ns_out[g] = n, nv, ns
+    for j in range(sums.shape[0]):
+        means[g, j] = sums[j] / counts[j] if counts[j] > 0 else np.nan
+    # Stopped is checked first: more than half the minute's readings carry F.
+    if 2 * ns > n:
+        status[g] = STOPPED
+    elif nv >= min_samples[s]:
+        status[g] = VALID
+    else:
+        status[g] = INVALID
+    qs[g] = qsn[g] = co2d[g] = cq[g] = rate[g] = conc_out[g] = flow_out[g] = np.nan
+    if status[g] == STOPPED:
+        mass[g] = 0.0
+        return
+    if status[g] != VALID:
+        mass[g] = np.nan
+        return
+    h2o = means[g, H2O]
+    if np.isfinite(area[s]):
+        q = actual_flow_from_velocity(means[g, VELOCITY], area[s], kv[s])
+    else:
+        q = means[g, FLOW]
+    if flow_basis[s] == FLOW_ACTUAL_WET:
+        qn = dry_standard_flow(q, means[g, TEMP], means[g, PRESS], h2o, t0_k[s], p0_kpa[s])
+    elif flow_basis[s] == FLOW_STD_WET:
+        qn = wet_standard_to_dry(q, h2o)
+    else:
+        qn = q
+    c = co2_wet_to_dry(means[g, CO2], h2o) if co2_wet[s] else means[g, CO2]
+    conc = co2_mass_concentration(c, density[s])
+    qs[g], qsn[g], co2d[g], cq[g] = q, qn, c, conc
+    if regime[s] == REGIME_PART75:
+        # F-11 on a wet basis: wet CO2 (F-2 for a dry analyser) times wet standard flow in scfh.
+        cw = means[g, CO2] if co2_wet[s] else means[g, CO2] * (1.0 - h2o / 100.0)
+        if flow_basis[s] == FLOW_ACTUAL_WET:
+            qw = q * t0_k[s] / (t0_k[s] + means[g, TEMP]) * means[g, PRESS] / p0_kpa[s]
+        elif flow_basis[s] == FLOW_STD_WET:
+            qw = q
+        else:
+            qw = q / (1.0 - h2o / 100.0)
+        conc_out[g], flow_out[g] = cw, qw * SCF_PER_M3
+    else:
+        conc_out[g], flow_out[g] = conc, qn
+    rate[g] = conc_out[g] * flow_out[g] * rate_factor[s]
+    mass[g] = rate[g] / 60.0
+
+
+@kernel
 def _minutes(offsets, group_stack, validity, values, area, kv, flow_basis, co2_wet, density, min_samples,
              t0_k, p0_kpa, regime, rate_factor, n_out, nv_out, ns_out, status, means, qs, qsn, co2d, cq, rate, mass,
              conc_out, flow_out):
-    g_count = offsets.shape[0] - 1
     c_count = values.shape[1]
     sums = np.empty(c_count)
     counts = np.empty(c_count, dtype=np.int64)
-    for g in range(g_count):
+    for g in range(offsets.shape[0] - 1):
         s = group_stack[g]
         lo, hi = offsets[g], offsets[g + 1]
         nv = 0
@@ -65,52 +116,9 @@ def _minutes(offsets, group_stack, validity, values, area, kv, flow_basis, co2_w
                     if np.isfinite(x):
                         sums[j] += x
                         counts[j] += 1
-        n = hi - lo
-        n_out[g], nv_out[g], ns_out[g] = n, nv, ns
-        for j in range(c_count):
-            means[g, j] = sums[j] / counts[j] if counts[j] > 0 else np.nan
-        # Stopped is checked first: more than half the minute's readings carry F.
-        if 2 * ns > n:
-            status[g] = STOPPED
-        elif nv >= min_samples[s]:
-            status[g] = VALID
-        else:
-            status[g] = INVALID
-        qs[g] = qsn[g] = co2d[g] = cq[g] = rate[g] = conc_out[g] = flow_out[g] = np.nan
-        if status[g] == STOPPED:
-            mass[g] = 0.0
-            continue
-        if status[g] != VALID:
-            mass[g] = np.nan
-            continue
-        h2o = means[g, H2O]
-        if np.isfinite(area[s]):
-            q = actual_flow_from_velocity(means[g, VELOCITY], area[s], kv[s])
-        else:
-            q = means[g, FLOW]
-        if flow_basis[s] == FLOW_ACTUAL_WET:
-            qn = dry_standard_flow(q, means[g, TEMP], means[g, PRESS], h2o, t0_k[s], p0_kpa[s])
-        elif flow_basis[s] == FLOW_STD_WET:
-            qn = wet_standard_to_dry(q, h2o)
-        else:
-            qn = q
-        c = co2_wet_to_dry(means[g, CO2], h2o) if co2_wet[s] else means[g, CO2]
-        conc = co2_mass_concentration(c, density[s])
-        qs[g], qsn[g], co2d[g], cq[g] = q, qn, c, conc
-        if regime[s] == REGIME_PART75:
-            # F-11 on a wet basis: wet CO2 (F-2 for a dry analyser) times wet standard flow in scfh.
-            cw = means[g, CO2] if co2_wet[s] else means[g, CO2] * (1.0 - h2o / 100.0)
-            if flow_basis[s] == FLOW_ACTUAL_WET:
-                qw = q * t0_k[s] / (t0_k[s] + means[g, TEMP]) * means[g, PRESS] / p0_kpa[s]
-            elif flow_basis[s] == FLOW_STD_WET:
-                qw = q
-            else:
-                qw = q / (1.0 - h2o / 100.0)
-            conc_out[g], flow_out[g] = cw, qw * SCF_PER_M3
-        else:
-            conc_out[g], flow_out[g] = conc, qn
-        rate[g] = conc_out[g] * flow_out[g] * rate_factor[s]
-        mass[g] = rate[g] / 60.0
+        _finish_minute(g, s, hi - lo, nv, ns, sums, counts, area, kv, flow_basis, co2_wet, density, min_samples,
+                       t0_k, p0_kpa, regime, rate_factor, n_out, nv_out, ns_out, status, means, qs, qsn, co2d, cq,
+                       rate, mass, conc_out, flow_out)
 
 
 def minute_figures(offsets, group_stack, validity, values, params: StackParams) -> MinuteFigures:

@@ -1,0 +1,120 @@
+"""The minute path in one pass over columnar readings: calibration, validity and minute figures fused.
+
+Same results as `validity.classify_readings` followed by `minute.minute_figures` (tests check it), but it
+reads each input once and writes only per-minute outputs, with each group's per-stack constants hoisted
+out of the reading loop. Input is columnar: one contiguous float64 array per channel, as the benchmark
+and the decoder hold them.
+"""
+
+import numpy as np
+
+from .channels import FLAG_CODE, N_CHANNELS
+from .jit import kernel
+from .minute import MinuteFigures, _finish_minute
+from .params import StackParams
+
+_N, _T, _F = FLAG_CODE["N"], FLAG_CODE["T"], FLAG_CODE["F"]
+# Sums of a minute's readings may be added in any order (reassociation lets LLVM vectorise the loop); the
+# result differs from the two-pass path by rounding only (< 1e-15 relative), which the tests bound.
+_FAST = {"reassoc", "nsz", "contract"}
+
+
+@kernel
+def _ok(y, lo, hi):
+    # NaN fails both comparisons; the caller makes lo and hi finite, so +-inf fails one.
+    return (y >= lo) & (y <= hi)
+
+
+@kernel(fastmath=_FAST)
+def _fused(cols, flags, big, offsets, group_stack, cal_a, cal_b, lo, hi, required, area, kv, flow_basis, co2_wet,
+           density, min_samples, t0_k, p0_kpa, regime, rate_factor, n_out, nv_out, ns_out, status, means, qs, qsn,
+           co2d, cq, rate, mass, conc_out, flow_out):
+    sums = np.empty(N_CHANNELS)
+    counts = np.empty(N_CHANNELS, np.int64)
+    for g in range(offsets.shape[0] - 1):
+        s = group_stack[g]
+        a0, a1, a2, a3, a4, a5, a6 = cal_a[s, 0], cal_a[s, 1], cal_a[s, 2], cal_a[s, 3], cal_a[s, 4], cal_a[s, 5], \
+            cal_a[s, 6]
+        b0, b1, b2, b3, b4, b5, b6 = cal_b[s, 0], cal_b[s, 1], cal_b[s, 2], cal_b[s, 3], cal_b[s, 4], cal_b[s, 5], \
+            cal_b[s, 6]
+        l0, l1, l2, l3, l4, l5, l6 = lo[s, 0], lo[s, 1], lo[s, 2], lo[s, 3], lo[s, 4], lo[s, 5], lo[s, 6]
+        h0, h1, h2, h3, h4, h5, h6 = hi[s, 0], hi[s, 1], hi[s, 2], hi[s, 3], hi[s, 4], hi[s, 5], hi[s, 6]
+        r0, r1, r2, r3, r4, r5, r6 = required[s, 0], required[s, 1], required[s, 2], required[s, 3], \
+            required[s, 4], required[s, 5], required[s, 6]
+        n0, n1, n2, n3, n4, n5, n6 = not r0, not r1, not r2, not r3, not r4, not r5, not r6
+        s0 = s1 = s2 = s3 = s4 = s5 = s6 = 0.0
+        c0 = c1 = c2 = c3 = c4 = c5 = c6 = 0
+        nv = 0
+        ns = 0
+        start, end = offsets[g], offsets[g + 1]
+        for i in range(start, end):
+            f = flags[i]
+            y0 = a0 + b0 * cols[0, i]
+            y1 = a1 + b1 * cols[1, i]
+            y2 = a2 + b2 * cols[2, i]
+            y3 = a3 + b3 * cols[3, i]
+            y4 = a4 + b4 * cols[4, i]
+            y5 = a5 + b5 * cols[5, i]
+            y6 = a6 + b6 * cols[6, i]
+            k0, k1, k2, k3 = _ok(y0, l0, h0), _ok(y1, l1, h1), _ok(y2, l2, h2), _ok(y3, l3, h3)
+            k4, k5, k6 = _ok(y4, l4, h4), _ok(y5, l5, h5), _ok(y6, l6, h6)
+            valid = ((f == _N) | (f == _T)) & (k0 | n0) & (k1 | n1) & (k2 | n2) & (k3 | n3) & (k4 | n4) \
+                & (k5 | n5) & (k6 | n6)
+            ns += f == _F
+            nv += valid
+            # Means take every finite value of a valid reading (a non-required channel may be out of range).
+            # Finite as one comparison (NaN fails it); under reassociation `y - y == 0` may fold to true.
+            f0, f1, f2, f3 = valid & (abs(y0) <= big), valid & (abs(y1) <= big), valid & (abs(y2) <= big), \
+                valid & (abs(y3) <= big)
+            f4, f5, f6 = valid & (abs(y4) <= big), valid & (abs(y5) <= big), valid & (abs(y6) <= big)
+            s0 += y0 if f0 else 0.0
+            s1 += y1 if f1 else 0.0
+            s2 += y2 if f2 else 0.0
+            s3 += y3 if f3 else 0.0
+            s4 += y4 if f4 else 0.0
+            s5 += y5 if f5 else 0.0
+            s6 += y6 if f6 else 0.0
+            c0 += f0
+            c1 += f1
+            c2 += f2
+            c3 += f3
+            c4 += f4
+            c5 += f5
+            c6 += f6
+        sums[0], sums[1], sums[2], sums[3], sums[4], sums[5], sums[6] = s0, s1, s2, s3, s4, s5, s6
+        counts[0], counts[1], counts[2], counts[3], counts[4], counts[5], counts[6] = c0, c1, c2, c3, c4, c5, c6
+        _finish_minute(g, s, end - start, nv, ns, sums, counts, area, kv, flow_basis, co2_wet, density, min_samples,
+                       t0_k, p0_kpa, regime, rate_factor, n_out, nv_out, ns_out, status, means, qs, qsn, co2d, cq,
+                       rate, mass, conc_out, flow_out)
+
+
+def minute_figures_columns(cols, flags, offsets, group_stack, params: StackParams) -> MinuteFigures:
+    """Minute figures straight from raw columnar readings.
+
+    Parameters
+    ----------
+    cols : float64 (N_CHANNELS, n) raw channel values in `channels.NAMES` order, NaN where missing
+    flags : int8 (n,) HJ 212 flag codes
+    offsets : int64 (groups + 1,) readings of group g (one stack's minute) are ``offsets[g]:offsets[g + 1]``
+    group_stack : int64 (groups,) stack row of each group
+    params : per-stack parameters (calibration, ranges, required channels, bases, regime)
+    """
+    cols = np.ascontiguousarray(cols, dtype=np.float64)
+    offsets = np.asarray(offsets, dtype=np.int64)
+    g = offsets.shape[0] - 1
+    out = MinuteFigures(
+        n=np.empty(g, np.int64), n_valid=np.empty(g, np.int64), n_stopped=np.empty(g, np.int64),
+        status=np.empty(g, np.int8), means=np.empty((g, N_CHANNELS)), qs_m3_h=np.empty(g), qsn_m3_h=np.empty(g),
+        co2_dry_pct=np.empty(g), co2_mg_m3=np.empty(g), rate_kg_h=np.empty(g), mass_kg=np.empty(g),
+        conc=np.empty(g), flow=np.empty(g),
+    )
+    p = params
+    big = np.finfo(np.float64).max
+    lo, hi = np.maximum(p.lo, -big), np.minimum(p.hi, big)  # an open range still refuses +-inf
+    _fused(cols, np.asarray(flags, dtype=np.int8), big, offsets, np.asarray(group_stack, dtype=np.int64), p.cal_a,
+           p.cal_b, lo, hi, p.required, p.area_m2, p.kv, p.flow_basis, p.co2_wet, p.density_kg_m3,
+           p.min_samples, p.t0_k, p.p0_kpa, p.regime, p.rate_factor, out.n, out.n_valid, out.n_stopped, out.status,
+           out.means, out.qs_m3_h, out.qsn_m3_h, out.co2_dry_pct, out.co2_mg_m3, out.rate_kg_h, out.mass_kg,
+           out.conc, out.flow)
+    return out
+
