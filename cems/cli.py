@@ -1,4 +1,4 @@
-"""The `cems` command (DESIGN §7a): serve, simulate, demo, check-config."""
+"""The `cems` command (DESIGN §7a, §3a): serve, simulate, hj212, demo, check-config."""
 
 import argparse
 import sys
@@ -15,10 +15,21 @@ def _serve(a) -> int:
 
 
 def _simulate(a) -> int:
+    if a.protocol == "hj212":
+        from cems.ingest.hj212_sim import run_hj212_simulator
+
+        return run_hj212_simulator(load_config(a.config), rate_hz=a.rate, duration_s=a.duration, stacks=a.stack,
+                                   seed=a.seed)
     from cems.ingest.simulator import run_simulator
 
     return run_simulator(load_config(a.config), rate_hz=a.rate, batch=a.batch, duration_s=a.duration,
                          stacks=a.stack, seed=a.seed)
+
+
+def _hj212(a) -> int:
+    from cems.ingest.hj212_bridge import run_bridge
+
+    return run_bridge(load_config(a.config))
 
 
 def _demo(a) -> int:
@@ -48,7 +59,12 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument("--duration", type=float, default=None, help="stop after this many seconds")
     s.add_argument("--stack", action="append", help="plant/stack to simulate (default: all)")
     s.add_argument("--seed", type=int, default=None)
+    s.add_argument("--protocol", choices=["mqtt", "hj212"], default="mqtt",
+                   help="mqtt gateways, or HJ 212 data loggers sending to the bridge (default mqtt)")
     s.set_defaults(fn=_simulate)
+    s = sub.add_parser("hj212", help="run the HJ 212 bridge: data loggers over TCP -> MQTT readings")
+    s.add_argument("--config", help="TOML config (default: $CEMS_CONFIG)")
+    s.set_defaults(fn=_hj212)
     s = sub.add_parser("demo", help="start broker, database, service and a simulated plant locally")
     s.add_argument("--dir", default="var/demo", help="where the demo keeps its data (default var/demo)")
     s.add_argument("--port", type=int, default=8080, help="API and dashboard port (default 8080)")

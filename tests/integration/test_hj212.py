@@ -27,7 +27,7 @@ from cems.ingest.hj212_codec import FrameReader, Packet, RawFrame, build_cp, bui
 from cems.ingest.hj212_map import device_contexts
 from cems.ingest.hj212_sim import SimLogger, interval_cp, local_stamp, logger_values, realtime_cp
 from tests.conftest import close
-from tests.integration.conftest import publish, write_config
+from tests.integration.conftest import STACKS, Running, publish, write_config
 from tests.integration.test_end_to_end import K1, check_hours, day_start, wait_hours
 
 pytestmark = pytest.mark.integration
@@ -144,8 +144,22 @@ def base_config(backends, tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def bridge(service, tmp_path):
-    b = BridgeThread(hj212_config(service.config, tmp_path / "hj212.toml"))
+def twin_service(backends, tmp_path):
+    """The integration service with one more flow-meter stack, k3, the MQTT twin of the HJ 212 logger on k1
+    (a separate stack, so substitution across the two windows cannot couple them)."""
+    name = "hj_" + uuid.uuid4().hex[:10]
+    api_port = ls.free_port()
+    plants = STACKS + '\n[[plants.stacks]]\nid = "k3"\nname = "Flow meter stack, MQTT twin"\n'
+    cfg = write_config(tmp_path / "cems.toml", backends, api_port, tmp_path / "data", name, f"cems-{name}", plants)
+    run = Running(backends, cfg, api_port, tmp_path / "data", name, tmp_path / "service.log")
+    run.start()
+    yield run
+    run.stop()
+
+
+@pytest.fixture
+def bridge(twin_service, tmp_path):
+    b = BridgeThread(hj212_config(twin_service.config, tmp_path / "hj212.toml"))
     yield b
     b.stop()
 
@@ -172,13 +186,13 @@ def flag_for(h: int, m: int) -> str:
     return "N"
 
 
-def test_three_hours_over_hj212_equal_the_same_over_mqtt(service, bridge):
+def test_three_hours_over_hj212_equal_the_same_over_mqtt(twin_service, bridge):
     """12 real-time frames per minute for three hours two days ago, each sent until its 9014 arrives; the
-    same readings over MQTT the day before. The hours agree with each other and with the closed form."""
+    same readings over MQTT on the twin stack k3. The hours agree with each other and with the closed form."""
     start = day_start()
     t0 = int(start.timestamp())
     ctx = device_contexts(bridge.cfg)[MN_K1]
-    values = logger_values(K1, ctx.device, ctx.co2_density_kg_m3, ctx.ambient_kpa)
+    values = logger_values(K1, ctx)
     assert set(values) == {"a00000", "a05001", "a01012", "a01013", "a01006", "a01014", "a19001"}
     times = [(t0 + h * 3600 + m * 60 + s, flag_for(h, m)) for h in range(3) for m in range(60) for s in range(0, 60, 5)]
 
@@ -194,25 +208,23 @@ def test_three_hours_over_hj212_equal_the_same_over_mqtt(service, bridge):
     assert all(asyncio.run(send_all(logger)))
     assert (logger.acked, logger.failed) == (len(times), 0)
 
-    day_before = start - dt.timedelta(days=1)
-    shift = t0 - int(day_before.timestamp())
     msgs = []
     for i in range(0, len(times), 12):
         minute = times[i:i + 12]
-        body = {"ts": [t - shift for t, _ in minute], **K1, "status": minute[0][1], "gw": "mqtt", "seq": i}
-        msgs.append(("cems/v1/it/k1/readings", json.dumps(body)))
-    publish(service.backends.mqtt_port, msgs)
+        body = {"ts": [t for t, _ in minute], **K1, "status": minute[0][1], "gw": "mqtt", "seq": i}
+        msgs.append(("cems/v1/it/k3/readings", json.dumps(body)))
+    publish(twin_service.backends.mqtt_port, msgs)
 
-    over_hj212 = wait_hours(service, "k1", start)
-    over_mqtt = wait_hours(service, "k1", day_before)
+    over_hj212 = wait_hours(twin_service, "k1", start)
+    over_mqtt = wait_hours(twin_service, "k3", start)
     check_hours(over_hj212, "k1")
-    check_hours(over_mqtt, "k1")
+    check_hours(over_mqtt, "k1")  # the same expectations: K1's values, the same flags
     for a, b in zip(over_hj212, over_mqtt, strict=True):
-        assert {k: v for k, v in a.items() if k not in ("start", "co2_t", "co2_mg_m3", "qsn_m3_h")} == \
-               {k: v for k, v in b.items() if k not in ("start", "co2_t", "co2_mg_m3", "qsn_m3_h")}
-        for k in ("co2_t", "co2_mg_m3", "qsn_m3_h"):
+        figures = ("co2_t", "co2_mg_m3", "qsn_m3_h")
+        assert {k: v for k, v in a.items() if k not in figures} == {k: v for k, v in b.items() if k not in figures}
+        for k in figures:
             assert (a[k] is None and b[k] is None) or close(a[k], b[k], rel=1e-12), (k, a, b)
-    rows = service.influx_query(f"SELECT count(co2_pct) FROM reading WHERE gw = '{MN_K1}'")
+    rows = twin_service.influx_query(f"SELECT count(co2_pct) FROM reading WHERE gw = '{MN_K1}'")
     assert rows[0]["count"] == len(times)
     s = bridge.status()
     assert s["counters"]["replies_9014"] == len(times) and s["counters"]["delivered"] == len(times)
@@ -297,6 +309,12 @@ def test_split_heartbeat_rf_and_frames_without_messages(bridge_only):
                              qn="20250101080000013", st="32", flag=5)
         lg.send(build_frame(status_only))
         assert lg.wait_answer(status_only.qn).cn == "9014"
+        # real-time data in HJ/T 212-2005 codes only: nothing to publish, answered at once, but counted
+        old_codes = Packet(cn="2011", mn=MN_K1, pw="123456", qn="20250101080000014", st="32", flag=5,
+                           cp="DataTime=20250101080000;B02-Rtd=361.1,B02-Flag=N;S03-Rtd=50.0,S03-Flag=N")
+        lg.send(build_frame(old_codes))
+        assert lg.wait_answer(old_codes.qn).cn == "9014"
+        assert bridge_only.status()["counters"]["realtime_without_mapped_codes"] == 1
         assert bridge_only.status()["devices"][MN_K1]["edition"] == "HJ 212-2017"  # the latest frame's
     finally:
         sub.close()
@@ -322,9 +340,9 @@ def test_hour_frame_goes_to_the_reported_topic_encrypted_2025(backends, bridge_o
     async def send():
         try:
             p = logger.packet("2061", interval_cp(start, samples, 3600, logger.tz), time.time())
-            wire = logger.encode(p)
-            assert b"{0x" in wire and b"a05001" not in wire
-            return await logger.send(p, wire)
+            frames = logger.encode(p)  # encrypted, the CP no longer fits one packet: a split upload
+            assert len(frames) > 1 and all(b"CP=&&{0x" in f and b"a05001" not in f for f in frames)
+            return await logger.send(p, frames)
         finally:
             await logger.close()
 
@@ -411,3 +429,55 @@ def test_cli_runs_the_bridge(backends, tmp_path):
         proc.terminate()
         assert proc.wait(20) == 0, log.read_text()
     assert "listening" in log.read_text()
+
+
+class FakePublisher:
+    """Stands in for `MqttPublisher` (injected through `publisher_factory`): the test settles each PUBACK."""
+
+    def __init__(self, cfg, loop, client_id, max_queued):
+        self.loop, self.max_queued, self.connected = loop, max_queued, True
+        self.futures: list = []
+
+    @property
+    def pending(self) -> int:
+        return sum(not f.done() for f in self.futures)
+
+    def start(self) -> None:
+        pass
+
+    def stop(self) -> None:
+        pass
+
+    def publish(self, topic, payload):
+        from cems.ingest.hj212_bridge import QueueFull
+
+        if self.pending >= self.max_queued:
+            raise QueueFull("full")
+        self.futures.append(self.loop.create_future())
+        return self.futures[-1]
+
+
+def test_answers_follow_pubacks_and_broker_refusals_are_not_answered(backends, tmp_path):
+    """With the broker's answers in the test's hands: a 9014 only after the PUBACK, none after a refusal or
+    when the queue is full."""
+    from cems.ingest.hj212_bridge import PublishFailed
+
+    cfg_path = hj212_config(base_config(backends, tmp_path), tmp_path / "hj212.toml")
+    b = BridgeThread(cfg_path, publisher_factory=FakePublisher, max_queued=2)
+    pub = b.bridge.publisher
+    lg = TcpLogger(b.port)
+    try:
+        first, second, third = (packet_k1(f"2025010108000004{i}") for i in range(3))
+        lg.send(build_frame(first) + build_frame(second) + build_frame(third))
+        wait_for(lambda: b.status()["counters"].get("queue_full") == 1, 10, "the third frame to meet a full queue")
+        lg._read(0.2)
+        assert lg.answers == []  # nothing acknowledged by the "broker" yet
+        b.loop.call_soon_threadsafe(pub.futures[1].set_exception, PublishFailed("Not authorized"))
+        wait_for(lambda: b.status()["counters"].get("publish_failed") == 1, 10, "the refusal")
+        b.loop.call_soon_threadsafe(pub.futures[0].set_result, None)
+        assert lg.wait_answer(first.qn).cn == "9014"
+        lg._read(0.2)
+        assert [a.qn for a in lg.answers] == [first.qn]
+    finally:
+        lg.close()
+        b.stop()
