@@ -45,9 +45,13 @@ class HourItem(BaseModel):
     method: str | None = Field(description="substitution method code, null for measured hours")
     revision: int
     final: bool
-    reported: dict | None = Field(None, description="us_part75 only: the figures as EPA's ECMPS recalculates them "
-                                  "(rate_short_tons_h_reported, mass_short_tons_reported, flow_scfh_reported, "
-                                  "co2_pct_reported) beside the unrounded short tons")
+    part75_reported: dict | None = Field(
+        None, description="us_part75 only: the figures as EPA's ECMPS recalculates them (rate_short_tons_h_reported, "
+                          "mass_short_tons_reported, flow_scfh_reported, co2_pct_reported) beside the unrounded "
+                          "short tons")
+    reported_co2_t: float | None = Field(None, description="the gateway's own figure for the hour (HJ 212 CN 2061 "
+                                         "a05001 Cou), where it sends one")
+    reported_diff_t: float | None = Field(None, description="co2_t minus reported_co2_t: recalculated vs reported")
 
 
 class HourList(BaseModel):

@@ -17,14 +17,15 @@ from cems.ingest.pipeline import Message
 
 log = logging.getLogger("cems.collector")
 READINGS_FILTER = "cems/v1/+/+/readings"
+REPORTED_FILTER = "cems/v1/+/+/reported"
 
 
 class Collector:
-    def __init__(self, cfg: MqttConfig, out: "queue.Queue[Message]", topic_filter: str = READINGS_FILTER,
-                 client_factory=mqtt.Client):
+    def __init__(self, cfg: MqttConfig, out: "queue.Queue[Message]",
+                 topic_filters: tuple[str, ...] = (READINGS_FILTER, REPORTED_FILTER), client_factory=mqtt.Client):
         self.cfg = cfg
         self.out = out
-        self.topic_filter = topic_filter
+        self.topic_filters = topic_filters
         self.connected = threading.Event()
         self.client = client_factory(mqtt.CallbackAPIVersion.VERSION2, client_id=cfg.client_id,
                                      clean_session=False, protocol=mqtt.MQTTv311, manual_ack=True)
@@ -40,10 +41,10 @@ class Collector:
             log.error("broker %s:%s refused the connection: %s", self.cfg.host, self.cfg.port, reason_code)
             return
         # The session is persistent, but subscribing again is harmless and covers a broker that lost it.
-        client.subscribe(self.topic_filter, qos=1)
+        client.subscribe([(f, 1) for f in self.topic_filters])
         self.connected.set()
         log.info("connected to %s:%s (session present: %s), subscribed to %s", self.cfg.host, self.cfg.port,
-                 flags.session_present, self.topic_filter)
+                 flags.session_present, ", ".join(self.topic_filters))
 
     def _on_disconnect(self, client, userdata, flags, reason_code, properties):
         self.connected.clear()

@@ -43,11 +43,11 @@ class Decoded:
         return int(self.ts_ms.shape[0])
 
 
-def parse_topic(topic: str) -> tuple[str, str]:
-    """``cems/v1/{plant}/{stack}/readings`` -> (plant, stack); `Rejected` if the ids are malformed."""
+def parse_topic(topic: str, kind: str = "readings") -> tuple[str, str]:
+    """``cems/v1/{plant}/{stack}/{kind}`` -> (plant, stack); `Rejected` if the ids are malformed."""
     parts = topic.split("/")
-    if len(parts) != 5 or parts[:2] != ["cems", "v1"] or parts[4] != "readings":
-        raise Rejected(f"topic {topic!r} is not cems/v1/{{plant}}/{{stack}}/readings")
+    if len(parts) != 5 or parts[:2] != ["cems", "v1"] or parts[4] != kind:
+        raise Rejected(f"topic {topic!r} is not cems/v1/{{plant}}/{{stack}}/{kind}")
     for what, ident in (("plant", parts[2]), ("stack", parts[3])):
         if not ID_RE.fullmatch(ident):
             raise Rejected(f"{what} id {ident!r} does not match [a-z0-9_-]{{1,64}}")
@@ -140,6 +140,46 @@ def _decode_object(obj: dict, gw, seq) -> Decoded:
     flags = np.array([FLAG_CODE.get(x, FLAG_UNKNOWN) for x in status], dtype=np.int8)
     ignored = tuple(sorted(k for k in obj if k not in KNOWN_KEYS))
     return Decoded(ts, values, flags, status, gw, seq, ignored)
+
+
+REPORTED_INTERVALS = {"minute": 60, "hour": 3600, "day": 86400}
+
+
+@dataclass
+class Reported:
+    """A gateway's own figures for an interval (the HJ 212 bridge's CN 2051/2061/2031, DESIGN §3a)."""
+
+    interval: str
+    start_s: int
+    gw: str | None
+    values: dict  # code -> {"Avg", "Cou", "Min", "Max", "Flag"} as the logger sent them
+
+    def co2_kg(self) -> float | None:
+        """The logger's CO2 amount for the interval: a05001 `Cou` (HJ 212: cumulative emission, kg)."""
+        cou = self.values.get("a05001", {}).get("Cou")
+        return float(cou) if type(cou) in _NUMBER and np.isfinite(cou) else None
+
+
+def decode_reported(payload: bytes) -> Reported:
+    """Decode a `reported` message; `Rejected` with the reason if it is not of the DESIGN §3a shape."""
+    if len(payload) > MAX_PAYLOAD_BYTES:
+        raise Rejected(f"payload of {len(payload)} bytes exceeds {MAX_PAYLOAD_BYTES}")
+    try:
+        obj = orjson.loads(payload)
+    except orjson.JSONDecodeError as e:
+        raise Rejected(f"not JSON: {e}") from None
+    if not isinstance(obj, dict):
+        raise Rejected("payload must be a JSON object")
+    gw = obj.get("gw") if isinstance(obj.get("gw"), str) else None
+    if obj.get("interval") not in REPORTED_INTERVALS:
+        raise Rejected(f"interval must be one of {', '.join(REPORTED_INTERVALS)}", gw)
+    start = obj.get("start")
+    if type(start) not in _NUMBER or not TS_MIN_S <= start < TS_MAX_S:
+        raise Rejected("start must be epoch seconds between 2000 and 2100", gw)
+    values = obj.get("values")
+    if not isinstance(values, dict) or not all(isinstance(v, dict) for v in values.values()):
+        raise Rejected("values must be an object of {code: {Avg, Cou, Min, Max, Flag}}", gw)
+    return Reported(obj["interval"], int(start), gw, values)
 
 
 def check_times(d: Decoded, now_s: float, max_future_s: float, locked_before_s: float | None) -> None:

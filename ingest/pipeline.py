@@ -29,7 +29,15 @@ from cems.compute.part75 import part75_reported
 from cems.compute.substitution import EMPTY, METHOD_NAMES, POLICIES
 from cems.compute.validity import VALIDITY_NAMES, classify_readings, describe_reason
 from cems.config import Config, PlantConfig, StackConfig
-from cems.ingest.decode import Decoded, Rejected, check_times, decode_payload, parse_topic
+from cems.ingest.decode import (
+    REPORTED_INTERVALS,
+    Decoded,
+    Rejected,
+    check_times,
+    decode_payload,
+    decode_reported,
+    parse_topic,
+)
 from cems.ingest.hourseries import BASE_NAMES, HISTORY_DAYS, HourSeries, Resolved
 from cems.ingest.live import LiveTotals, local_year_start
 from cems.store import schema
@@ -129,7 +137,7 @@ class Pipeline:
         for row, (p, s, _) in enumerate(specs):
             self.stacks[(p.id, s.id)] = StackState(row=row, plant=p, stack=s, live=LiveTotals(p.timezone))
         self.counters = {"messages": 0, "accepted": 0, "duplicates": 0, "corrections": 0, "invalid": 0,
-                         "rejected": 0}
+                         "rejected": 0, "reported": 0}
         self._live: dict[tuple[str, str], dict] = {}
         self._last_live_publish = 0.0
         self._audit_seq = 0
@@ -202,6 +210,8 @@ class Pipeline:
         self.counters["messages"] += 1
         parts = msg.topic.split("/")
         out = Outcome(plant=parts[2] if len(parts) == 5 else None, stack=parts[3] if len(parts) == 5 else None)
+        if msg.topic.endswith("/reported"):
+            return self._handle_reported(msg, out)
         try:
             plant, stack = parse_topic(msg.topic)
             d = decode_payload(msg.payload)  # first, so a rejection can name the sender's gw and seq
@@ -215,6 +225,24 @@ class Pipeline:
         self._accept(st, d, now, out)
         if d.ignored_keys:
             log.warning("%s/%s gw=%s: ignored unknown keys %s", plant, stack, d.gw, ", ".join(d.ignored_keys))
+        return out
+
+    def _handle_reported(self, msg: Message, out: Outcome) -> Outcome:
+        """Keep a gateway's own interval figures beside ours (DESIGN §5, reported vs recalculated)."""
+        try:
+            plant, stack = parse_topic(msg.topic, "reported")
+            rep = decode_reported(msg.payload)
+            if (plant, stack) not in self.stacks:
+                raise Rejected(f"unknown plant/stack {plant}/{stack}", rep.gw)
+        except Rejected as e:
+            return self._reject(msg, e, out)
+        fields = {"values": orjson.dumps(rep.values).decode(), "gw": rep.gw or "",
+                  "co2_kg": math.nan if rep.co2_kg() is None else rep.co2_kg(),
+                  "seconds": REPORTED_INTERVALS[rep.interval]}
+        self.db.write([line(schema.REPORTED, {"plant": plant, "stack": stack, "interval": rep.interval}, fields,
+                            rep.start_s * 1000)])
+        self.counters["reported"] += 1
+        out.accepted = 1
         return out
 
     def _reject(self, msg: Message, e: Rejected, out: Outcome) -> Outcome:

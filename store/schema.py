@@ -9,7 +9,7 @@ from cems.compute.channels import NAMES
 from cems.store.influx import Influx, quote_str
 from cems.store.lineproto import line
 
-READING, MINUTE, HOUR, REJECTED, AUDIT = "reading", "minute", "hour", "rejected", "audit"
+READING, MINUTE, HOUR, REJECTED, AUDIT, REPORTED = "reading", "minute", "hour", "rejected", "audit", "reported"
 MINUTE_FIELDS = ("status", "n", "n_valid", "n_stopped", *NAMES, "qs_m3_h", "qsn_m3_h", "co2_dry_pct",
                  "co2_mg_m3", "rate_kg_h", "mass_kg", "conc", "flow", "regime")
 HOUR_FIELDS = ("status", "method", "valid_min", "stopped_min", "op_min", "co2_mg_m3", "qsn_m3_h", "rate_kg_h",
@@ -63,6 +63,13 @@ def figure_rows(db: Influx, measurement: str, fields: tuple[str, ...], plant: st
         t = int(r["time"]) // 1000
         out[t] = {k: r.get(k) for k in fields}
     return out
+
+
+def reported_co2_kg(db: Influx, plant: str, stack: str, interval: str, start_s: int, end_s: int) -> dict[int, float]:
+    """A gateway's own CO2 amounts [kg] per interval start [epoch s] (DESIGN §5, reported vs recalculated)."""
+    rows = db.query(f"SELECT co2_kg FROM {REPORTED} WHERE {_where(plant, stack, start_s * 1000, end_s * 1000)} "
+                    f"AND interval = {quote_str(interval)}")
+    return {int(r["time"]) // 1000: float(r["co2_kg"]) for r in rows if r.get("co2_kg") is not None}
 
 
 def last_time_ms(db: Influx, measurement: str, field: str, plant: str, stack: str) -> int | None:

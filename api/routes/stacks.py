@@ -70,7 +70,15 @@ def live(request: Request, who: Reader, plant: str, stack: str) -> Live:
     return Live(**body)
 
 
-def _reported(row: dict) -> dict | None:
+def _vs_logger(row: dict, reported_kg: float | None) -> dict:
+    if reported_kg is None:
+        return {}
+    ours = _num(row.get("mass_t"))
+    theirs = reported_kg / 1000
+    return {"reported_co2_t": theirs, "reported_diff_t": None if ours is None else ours - theirs}
+
+
+def _part75(row: dict) -> dict | None:
     if row.get("regime") != "us_part75":
         return None
     return {k: _num(row.get(k)) for k in schema.PART75_FIELDS}
@@ -87,11 +95,12 @@ def hours(request: Request, who: Reader, plant: str, stack: str,
     p, _ = _stack(request, who, plant, stack)
     s, e = parse_range(start, end, p.timezone, MAX_HOUR_RANGE_DAYS)
     rows = _hour_rows(request, plant, stack, s, e)
+    logger = schema.reported_co2_kg(request.app.state.db, plant, stack, "hour", s, e)
     items = [HourItem(start=iso(h, p.timezone), co2_t=_num(r.get("mass_t")), co2_mg_m3=_num(r.get("co2_mg_m3")),
                       qsn_m3_h=_num(r.get("qsn_m3_h")), valid_minutes=int(r.get("valid_min") or 0),
                       operating_minutes=int(r.get("op_min") or 0), status=r.get("status") or "missing",
                       method=r.get("method") or None, revision=int(r.get("revision") or 0),
-                      final=bool(r.get("final")), reported=_reported(r))
+                      final=bool(r.get("final")), part75_reported=_part75(r), **_vs_logger(r, logger.get(h)))
              for h, r in sorted(rows.items())]
     return HourList(items=items)
 

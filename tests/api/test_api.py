@@ -127,7 +127,8 @@ def test_hours_shape_times_and_nan(client):
     items = r.json()["items"]
     assert items[0] == {"start": "2025-11-24T08:00:00+08:00", "co2_t": 250.0, "co2_mg_m3": 240000.0,
                         "qsn_m3_h": 1.0e6, "valid_minutes": 60, "operating_minutes": 60, "status": "measured",
-                        "method": None, "revision": 0, "final": True, "reported": None}
+                        "method": None, "revision": 0, "final": True, "part75_reported": None,
+                        "reported_co2_t": None, "reported_diff_t": None}
     assert items[1]["co2_t"] is None and items[1]["status"] == "substituted" and items[1]["final"] is False
     # A bare date is local midnight: 2025-11-24 in Shanghai is 2025-11-23T16:00Z.
     assert "time >= 1763913600000ms" in client.db.queries[-1]

@@ -255,3 +255,30 @@ def test_nothing_lost_across_a_kill_and_restart(service):
         check_hours(wait_hours(service, stack, start), stack)
     rows = service.influx_query("SELECT count(co2_pct) FROM reading WHERE plant = 'it' GROUP BY stack")
     assert {r["stack"]: r["count"] for r in rows} == {"k1": 3 * 3600, "k2": 3 * 3600}
+
+
+def test_reported_hour_figures_sit_beside_the_computed_ones(service):
+    """DESIGN §5: a gateway's own hourly figure (the HJ 212 bridge's CN 2061) is kept with the difference."""
+    start = day_start()
+    t0 = int(start.timestamp())
+    topic = "cems/v1/it/k1/readings"
+    publish(service.backends.mqtt_port, [(topic, json.dumps({"ts": [t0 + m * 60 + s for s in range(60)], **K1}))
+                                         for m in range(60)])
+    logger_kg = 240_000.0
+    reported = {"interval": "hour", "start": t0, "gw": "88888880000001",
+                "values": {"a05001": {"Avg": 12.4, "Cou": logger_kg, "Min": 12.1, "Max": 12.9, "Flag": "N"}}}
+    publish(service.backends.mqtt_port, [("cems/v1/it/k1/reported", json.dumps(reported)),
+                                         ("cems/v1/it/k1/reported", json.dumps({"interval": "week", "start": t0}))])
+
+    def ready():
+        code, body = service.get("/stacks/it/k1/hours", start=start.isoformat(),
+                                 end=(start + dt.timedelta(hours=1)).isoformat())
+        items = body.get("items", []) if code == 200 else []
+        return items and items[0]["reported_co2_t"] is not None and items[0]["valid_minutes"] == 60 and items[0]
+
+    item = service.wait(ready, 60, "the reported figure beside the hour")
+    assert close(item["reported_co2_t"], logger_kg / 1000)
+    assert close(item["reported_diff_t"], item["co2_t"] - logger_kg / 1000)
+    assert close(item["co2_t"], rate_kg_h_closed_form(K1) / 1000)
+    code, health = service.get("/health")
+    assert health["checks"]["pipeline"]["reported"] == 1 and health["checks"]["pipeline"]["rejected"] == 1

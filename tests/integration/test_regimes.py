@@ -151,7 +151,7 @@ def test_us_part75_f11_and_reported_rounding(svc):
     assert item["status"] == "measured"
     assert close(item["co2_t"], rate_st * 0.90718474)
     assert item["co2_mg_m3"] is None and item["qsn_m3_h"] is None
-    rep = item["reported"]
+    rep = item["part75_reported"]
     assert rep["flow_scfh_reported"] == 60000000.0
     assert rep["rate_short_tons_h_reported"] == 377.6
     assert math.isclose(rep["rate_short_tons_h"], rate_st, rel_tol=1e-9)
