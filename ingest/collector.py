@@ -20,6 +20,16 @@ READINGS_FILTER = "cems/v1/+/+/readings"
 REPORTED_FILTER = "cems/v1/+/+/reported"
 
 
+def mqtt_client(cfg: MqttConfig, client_id: str, max_delay_s: int = 30, client_factory=mqtt.Client,
+                **kwargs) -> mqtt.Client:
+    """A paho-mqtt 2.x client (callback API 2, MQTT 3.1.1) with the configured credentials and reconnect backoff."""
+    client = client_factory(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv311, **kwargs)
+    if cfg.username:
+        client.username_pw_set(cfg.username, cfg.password)
+    client.reconnect_delay_set(min_delay=1, max_delay=max_delay_s)
+    return client
+
+
 class Collector:
     def __init__(self, cfg: MqttConfig, out: "queue.Queue[Message]",
                  topic_filters: tuple[str, ...] = (READINGS_FILTER, REPORTED_FILTER), client_factory=mqtt.Client):
@@ -27,11 +37,8 @@ class Collector:
         self.out = out
         self.topic_filters = topic_filters
         self.connected = threading.Event()
-        self.client = client_factory(mqtt.CallbackAPIVersion.VERSION2, client_id=cfg.client_id,
-                                     clean_session=False, protocol=mqtt.MQTTv311, manual_ack=True)
-        if cfg.username:
-            self.client.username_pw_set(cfg.username, cfg.password)
-        self.client.reconnect_delay_set(min_delay=1, max_delay=30)
+        self.client = mqtt_client(cfg, cfg.client_id, client_factory=client_factory, clean_session=False,
+                                  manual_ack=True)
         self.client.on_connect = self._on_connect
         self.client.on_disconnect = self._on_disconnect
         self.client.on_message = self._on_message

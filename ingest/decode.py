@@ -86,8 +86,8 @@ def _column(key: str, raw, n: int) -> np.ndarray:
     return np.full(n, np.nan if raw is None else float(raw))
 
 
-def decode_payload(payload: bytes) -> Decoded:
-    """Decode one readings message (one reading or a columnar batch)."""
+def _json_object(payload: bytes) -> dict:
+    """The message as a JSON object: size bound, JSON, object (DESIGN §3)."""
     if len(payload) > MAX_PAYLOAD_BYTES:
         raise Rejected(f"payload of {len(payload)} bytes exceeds {MAX_PAYLOAD_BYTES}")
     try:
@@ -96,6 +96,12 @@ def decode_payload(payload: bytes) -> Decoded:
         raise Rejected(f"not JSON: {e}") from None
     if not isinstance(obj, dict):
         raise Rejected(f"payload must be a JSON object, got {type(obj).__name__}")
+    return obj
+
+
+def decode_payload(payload: bytes) -> Decoded:
+    """Decode one readings message (one reading or a columnar batch)."""
+    obj = _json_object(payload)
     gw, seq = obj.get("gw"), obj.get("seq")
     good_gw = gw if isinstance(gw, str) else None
     good_seq = seq if type(seq) is int else None
@@ -162,14 +168,7 @@ class Reported:
 
 def decode_reported(payload: bytes) -> Reported:
     """Decode a `reported` message; `Rejected` with the reason if it is not of the DESIGN §3a shape."""
-    if len(payload) > MAX_PAYLOAD_BYTES:
-        raise Rejected(f"payload of {len(payload)} bytes exceeds {MAX_PAYLOAD_BYTES}")
-    try:
-        obj = orjson.loads(payload)
-    except orjson.JSONDecodeError as e:
-        raise Rejected(f"not JSON: {e}") from None
-    if not isinstance(obj, dict):
-        raise Rejected("payload must be a JSON object")
+    obj = _json_object(payload)
     gw = obj.get("gw") if isinstance(obj.get("gw"), str) else None
     if obj.get("interval") not in REPORTED_INTERVALS:
         raise Rejected(f"interval must be one of {', '.join(REPORTED_INTERVALS)}", gw)

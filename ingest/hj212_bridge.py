@@ -25,6 +25,7 @@ import orjson
 import paho.mqtt.client as mqtt
 
 from cems.config import Config, ConfigError, MqttConfig
+from cems.ingest.collector import mqtt_client
 from cems.ingest.hj212_codec import (
     CodecError,
     FrameReader,
@@ -76,12 +77,8 @@ class MqttPublisher:
         self._loop = loop
         self._pending: dict[int, asyncio.Future] = {}
         self.connected = False
-        self.client = client_factory(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id,
-                                     protocol=mqtt.MQTTv311)
-        if cfg.username:
-            self.client.username_pw_set(cfg.username, cfg.password)
+        self.client = mqtt_client(cfg, client_id, max_delay_s=10, client_factory=client_factory)
         self.client.max_queued_messages_set(max_queued)
-        self.client.reconnect_delay_set(min_delay=1, max_delay=10)
         self.client.on_connect = self._on_connect
         self.client.on_disconnect = self._on_disconnect
         self.client.on_publish = self._on_publish

@@ -14,9 +14,9 @@ import time
 
 import numpy as np
 import orjson
-import paho.mqtt.client as mqtt
 
 from cems.config import Config, StackConfig
+from cems.ingest.collector import mqtt_client
 
 log = logging.getLogger("cems.simulate")
 
@@ -63,9 +63,7 @@ def run_simulator(cfg: Config, rate_hz: float = 1.0, batch: int = 10, duration_s
     if not chosen:
         raise SystemExit(f"simulate: no configured stack matches {stacks}")
     rng = np.random.default_rng(seed)
-    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"cems-sim-{int(time.time())}")
-    if cfg.mqtt.username:
-        client.username_pw_set(cfg.mqtt.username, cfg.mqtt.password)
+    client = mqtt_client(cfg.mqtt, f"cems-sim-{int(time.time())}")
     client.connect(cfg.mqtt.host, cfg.mqtt.port)
     client.loop_start()
     buffers: dict[tuple[str, str], list] = {(p.id, s.id): [] for p, s in chosen}
