@@ -171,20 +171,16 @@ def _substitute(base, conc, flow, op_min, period, policy, mpv_conc, mpv_flow, st
             sc, sf, m = hc, hf, M_HBHA
         else:
             pma = 100.0 * pma_sum / pma_count if pma_count > 0 else 100.0
-            if pma >= 95.0:
-                if gap <= 24:
+            if pma >= 90.0:
+                # 75.33(b): PMA >= 95 %: HBHA up to 24 h, else the greater of HBHA and the 90th percentile;
+                # 90-95 %: up to 8 h, else the 95th percentile.
+                longest, pct, code = (24, 90.0, M_P90) if pma >= 95.0 else (8, 95.0, M_P95)
+                if gap <= longest:
                     sc, sf, m = hc, hf, M_HBHA
                 else:
-                    sc = _greater(hc, np.percentile(c_ring[:c_count], 90.0))
-                    sf = _greater(hf, np.percentile(f_ring[:f_count], 90.0))
-                    m = M_P90
-            elif pma >= 90.0:
-                if gap <= 8:
-                    sc, sf, m = hc, hf, M_HBHA
-                else:
-                    sc = _greater(hc, np.percentile(c_ring[:c_count], 95.0))
-                    sf = _greater(hf, np.percentile(f_ring[:f_count], 95.0))
-                    m = M_P95
+                    sc = _greater(hc, np.percentile(c_ring[:c_count], pct))
+                    sf = _greater(hf, np.percentile(f_ring[:f_count], pct))
+                    m = code
             elif pma >= 80.0 or not (np.isfinite(mpv_conc) and np.isfinite(mpv_flow)):
                 sc, sf, m = np.max(c_ring[:c_count]), np.max(f_ring[:f_count]), M_MAX
             else:
