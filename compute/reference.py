@@ -165,8 +165,9 @@ def _gap_value(status, conc, flow, period, i, j, policy, mpv_conc, mpv_flow):
     hc, hf = _hbha(conc, flow, hb, ha)
     provisional = ha is None
     if policy == POLICY_EU_MRR:
-        # MRR Annex VIII eq. 4 over the measured hours before the gap in the period of the gap's first hour. Kernel's
-        # choice: a gap running into the next period keeps that value for all its hours.
+        # MRR Annex VIII eq. 4 over the measured hours before the gap in the period of the gap's first hour (periods
+        # are local calendar years, so they only increase). Kernel's choice: a gap running into the next period keeps
+        # that value for all its hours.
         same = measured[period[measured] == period[i]]
         if len(same) == 0:
             return hc, hf, M_HBHA, provisional  # nothing measured in this period yet (the kernel's choice)

@@ -20,9 +20,11 @@ own measured hours, with the state as it was before the gap:
   (720 measured hours for concentration, 2,160 for flow); 90-95 %: the same with 8 h and the 95th
   percentile; 80-90 %: the lookback maximum; below 80 %: the maximum potential value (the lookback
   maximum where none is configured);
-- until the gap has ended, the hour before stands in for the average (provisional).
-EU MRR (2018/2066 Annex VIII section 4, eq. 4): concentration = mean + 2 sigma of the reporting period's
-(local calendar year's) measured hours before the gap, flow = their mean.
+- until the gap has ended, the hour before stands in for the average (provisional). The hour after is
+  the first measured hour after the gap, past stopped hours and any later gap.
+EU MRR (2018/2066 Annex VIII section 4, eq. 4): concentration = mean + 2 sigma (sample standard
+deviation) of the reporting period's (local calendar year's) measured hours before the gap, flow = their
+mean; a gap that runs into the next year keeps the value of the year it started in.
 Percentiles interpolate linearly between ranks (NumPy's default).
 """
 
@@ -91,7 +93,7 @@ def _substitute(base, conc, flow, op_min, period, policy, mpv_conc, mpv_flow, st
                 flow_out, method, provisional):
     n = base.shape[0]
     _resolve(base, op_min, status, op_out)
-    pma_ring = np.zeros(PMA_WINDOW_HOURS, np.int8)
+    pma_ring = np.zeros(PMA_WINDOW_HOURS, np.int64)
     pma_pos = 0
     pma_count = 0
     pma_sum = 0
@@ -106,8 +108,8 @@ def _substitute(base, conc, flow, op_min, period, policy, mpv_conc, mpv_flow, st
     hb_f = np.nan
     cur_period = -1
     p_n = 0
-    p_sum = 0.0
-    p_sumsq = 0.0
+    p_mean = 0.0  # Welford's running mean and sum of squared deviations: exact for constant values
+    p_m2 = 0.0
     p_fsum = 0.0
     i = 0
     while i < n:
@@ -115,7 +117,7 @@ def _substitute(base, conc, flow, op_min, period, policy, mpv_conc, mpv_flow, st
         if period[i] != cur_period:
             cur_period = period[i]
             p_n = 0
-            p_sum = p_sumsq = p_fsum = 0.0
+            p_mean = p_m2 = p_fsum = 0.0
         if s == MEASURED:
             c, f = conc[i], flow[i]
             conc_out[i], flow_out[i] = c, f
@@ -137,8 +139,9 @@ def _substitute(base, conc, flow, op_min, period, policy, mpv_conc, mpv_flow, st
             pma_sum += 1
             pma_pos = (pma_pos + 1) % PMA_WINDOW_HOURS
             p_n += 1
-            p_sum += c
-            p_sumsq += c * c
+            delta = c - p_mean
+            p_mean += delta / p_n
+            p_m2 += delta * (c - p_mean)
             p_fsum += f
             i += 1
             continue
@@ -152,8 +155,9 @@ def _substitute(base, conc, flow, op_min, period, policy, mpv_conc, mpv_flow, st
         j = i
         while j < n and status[j] == SUBSTITUTED:
             j += 1
+        # The hour after: the first measured hour, past stopped hours and any later gap.
         k = j
-        while k < n and status[k] == H_STOPPED:
+        while k < n and (status[k] == H_STOPPED or status[k] == SUBSTITUTED):
             k += 1
         ended = k < n and status[k] == MEASURED
         ha_c = conc[k] if ended else np.nan
@@ -162,9 +166,8 @@ def _substitute(base, conc, flow, op_min, period, policy, mpv_conc, mpv_flow, st
         hc = _hbha(hb_c, ha_c, ended)
         hf = _hbha(hb_f, ha_f, ended)
         if policy == POLICY_EU_MRR and p_n > 0:
-            mean = p_sum / p_n
-            var = (p_sumsq - p_n * mean * mean) / (p_n - 1) if p_n > 1 else 0.0
-            sc = mean + 2.0 * np.sqrt(max(var, 0.0))
+            var = p_m2 / (p_n - 1) if p_n > 1 else 0.0
+            sc = p_mean + 2.0 * np.sqrt(max(var, 0.0))
             sf = p_fsum / p_n
             m = M_MRR
         elif policy == POLICY_EU_MRR or measured_total < INITIAL_MEASURED_HOURS:
