@@ -26,7 +26,7 @@ def _ok(y, lo, hi):
 
 
 @kernel(fastmath=_FAST)
-def _fused(cols, flags, big, offsets, group_stack, cal_a, cal_b, lo, hi, required, area, kv, flow_basis, co2_wet,
+def _fused(cols, flags, offsets, group_stack, cal_a, cal_b, lo, hi, required, area, kv, flow_basis, co2_wet,
            density, min_samples, t0_k, p0_kpa, regime, rate_factor, n_out, nv_out, ns_out, status, means, qs, qsn,
            co2d, cq, rate, mass, conc_out, flow_out):
     sums = np.empty(N_CHANNELS)
@@ -62,11 +62,11 @@ def _fused(cols, flags, big, offsets, group_stack, cal_a, cal_b, lo, hi, require
                 & (k5 | n5) & (k6 | n6)
             ns += f == _F
             nv += valid
-            # Means take every finite value of a valid reading (a non-required channel may be out of range).
-            # Finite as one comparison (NaN fails it); under reassociation `y - y == 0` may fold to true.
-            f0, f1, f2, f3 = valid & (abs(y0) <= big), valid & (abs(y1) <= big), valid & (abs(y2) <= big), \
-                valid & (abs(y3) <= big)
-            f4, f5, f6 = valid & (abs(y4) <= big), valid & (abs(y5) <= big), valid & (abs(y6) <= big)
+            # Means take the finite values of valid readings (a non-required channel may be out of range).
+            # For a required channel k is its range check (which `valid` already passed); for any other it
+            # is the finite check (the caller set its bounds to +-max), so the means take finite values only.
+            f0, f1, f2, f3, f4, f5, f6 = valid & k0, valid & k1, valid & k2, valid & k3, valid & k4, valid & k5, \
+                valid & k6
             s0 += y0 if f0 else 0.0
             s1 += y1 if f1 else 0.0
             s2 += y2 if f2 else 0.0
@@ -110,8 +110,10 @@ def minute_figures_columns(cols, flags, offsets, group_stack, params: StackParam
     )
     p = params
     big = np.finfo(np.float64).max
-    lo, hi = np.maximum(p.lo, -big), np.minimum(p.hi, big)  # an open range still refuses +-inf
-    _fused(cols, np.asarray(flags, dtype=np.int8), big, offsets, np.asarray(group_stack, dtype=np.int64), p.cal_a,
+    # Required channels: their range (made finite, so +-inf fails it); others: finite, for their means.
+    lo = np.where(p.required, np.maximum(p.lo, -big), -big)
+    hi = np.where(p.required, np.minimum(p.hi, big), big)
+    _fused(cols, np.asarray(flags, dtype=np.int8), offsets, np.asarray(group_stack, dtype=np.int64), p.cal_a,
            p.cal_b, lo, hi, p.required, p.area_m2, p.kv, p.flow_basis, p.co2_wet, p.density_kg_m3,
            p.min_samples, p.t0_k, p.p0_kpa, p.regime, p.rate_factor, out.n, out.n_valid, out.n_stopped, out.status,
            out.means, out.qs_m3_h, out.qsn_m3_h, out.co2_dry_pct, out.co2_mg_m3, out.rate_kg_h, out.mass_kg,
