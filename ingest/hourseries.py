@@ -50,9 +50,12 @@ class HourSeries:
         self.n = 0
         self.a = {k: np.empty(0, dt) for k, (dt, _) in _FIELDS.items()}
         self.pending_final: set[int] = set()  # hour starts written but not yet final
+        self._measured_cache: tuple[int, np.ndarray] | None = None  # (version, indices of measured hours)
+        self._version = 0
 
     # ---- shape -------------------------------------------------------------------------------------
     def _grow(self, before: int, after: int) -> None:
+        self._version += 1
         for k, (dt, fill) in _FIELDS.items():
             self.a[k] = np.concatenate([np.full(before, fill, dt), self.a[k], np.full(after, fill, dt)])
         self.n += before + after
@@ -84,6 +87,7 @@ class HourSeries:
         if self.start_s is None or before_s <= self.start_s:
             return
         cut = min((before_s - self.start_s) // 3600, self.n)
+        self._version += 1
         for k in self.a:
             self.a[k] = self.a[k][cut:]
         self.n -= cut
@@ -98,6 +102,24 @@ class HourSeries:
         a["base"][i], a["valid_min"][i], a["stopped_min"][i], a["base_op"][i] = base, valid_min, stopped_min, op_min
         a["conc"][i] = conc if base == MEASURED else np.nan
         a["flow"][i] = flow if base == MEASURED else np.nan
+
+    def last_touched(self, i: int) -> float:
+        """When data last came for anything hour i's figures rest on (wall clock).
+
+        A measured or stopped hour rests on its own data. A substituted hour, or one without data, rests on
+        every hour from the measured hour before it to the measured hour after it (its HB and HA, and the
+        gap between), so it settles only when all of those have.
+        """
+        a = self.a
+        if a["base"][i] in (MEASURED, H_STOPPED):
+            return float(a["touched"][i])
+        if self._measured_cache is None or self._measured_cache[0] != self._version:
+            self._measured_cache = (self._version, np.flatnonzero(a["status"] == MEASURED))
+        idx = self._measured_cache[1]
+        k = int(np.searchsorted(idx, i))
+        lo = int(idx[k - 1]) if k > 0 else 0
+        hi = int(idx[k]) if k < len(idx) else self.n - 1  # i itself is not measured here
+        return float(a["touched"][lo:hi + 1].max())
 
     def touch(self, h: int, now: float) -> None:
         i = self.index(h)  # first: growing replaces the arrays
@@ -151,6 +173,7 @@ class HourSeries:
         a["method"][i], a["provisional"][i], a["final"][i], a["revision"][i] = r.method, r.provisional, final, revision
         for k, w in _BASE_WRITTEN:
             a[w][i] = a[k][i]
+        self._version += 1
         h = self.hour(i)
         if final:
             self.pending_final.discard(h)

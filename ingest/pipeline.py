@@ -501,8 +501,7 @@ class Pipeline:
         """
         if r.provisional or r.status == MISSING:
             return False
-        i = st.series.index(h)
-        touched = st.series.a["touched"][i]
+        touched = st.series.last_touched(st.series.index(h))
         return bool(now >= h + 3600 + st.lateness_s and now - touched >= st.plant.settle_s)
 
     def _finalise_hours(self, now: float) -> None:
