@@ -37,6 +37,7 @@ class Collector:
         self.out = out
         self.topic_filters = topic_filters
         self.connected = threading.Event()
+        self._stopping = threading.Event()
         self.client = mqtt_client(cfg, cfg.client_id, client_factory=client_factory, clean_session=False,
                                   manual_ack=True)
         self.client.on_connect = self._on_connect
@@ -58,13 +59,22 @@ class Collector:
         log.warning("disconnected from the broker (%s); paho reconnects with backoff", reason_code)
 
     def _on_message(self, client, userdata, msg):
-        self.out.put(Message(msg.topic, msg.payload, time.time(), msg.mid, msg.qos))
+        m = Message(msg.topic, msg.payload, time.time(), msg.mid, msg.qos)
+        # A full queue blocks paho's network thread (backpressure), but never past a stop: a message
+        # dropped here was not acknowledged, so the broker delivers it again.
+        while not self._stopping.is_set():
+            try:
+                self.out.put(m, timeout=0.5)
+                return
+            except queue.Full:
+                continue
 
     def start(self) -> None:
         self.client.connect_async(self.cfg.host, self.cfg.port, keepalive=self.cfg.keepalive_s)
         self.client.loop_start()
 
     def stop(self) -> None:
+        self._stopping.set()
         self.client.disconnect()
         self.client.loop_stop()
 

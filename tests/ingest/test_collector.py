@@ -1,0 +1,74 @@
+"""The collector's paho callbacks, with an in-process fake client (integration tests use mosquitto)."""
+
+import queue
+import threading
+from types import SimpleNamespace
+
+import paho.mqtt.client as mqtt
+
+from cems.config import MqttConfig
+from cems.ingest.collector import READINGS_FILTER, REPORTED_FILTER, Collector
+
+
+class FakeClient:
+    def __init__(self, *args, **kwargs):
+        self.kwargs = kwargs
+        self.subscribed = []
+        self.acked = []
+
+    def username_pw_set(self, u, p):
+        self.auth = (u, p)
+
+    def reconnect_delay_set(self, min_delay, max_delay):
+        pass
+
+    def subscribe(self, topics):
+        self.subscribed.append(topics)
+
+    def ack(self, mid, qos):
+        self.acked.append((mid, qos))
+
+    def disconnect(self):
+        pass
+
+    def loop_stop(self):
+        pass
+
+
+def make(maxsize=10):
+    q = queue.Queue(maxsize=maxsize)
+    c = Collector(MqttConfig(username="u", password="p"), q, client_factory=FakeClient)
+    return c, q
+
+
+def test_persistent_session_with_manual_ack_and_both_topics():
+    c, _ = make()
+    assert c.client.kwargs["clean_session"] is False and c.client.kwargs["manual_ack"] is True
+    assert c.client.kwargs["protocol"] == mqtt.MQTTv311 and c.client.auth == ("u", "p")
+    ok = SimpleNamespace(is_failure=False)
+    c._on_connect(c.client, None, SimpleNamespace(session_present=True), ok, None)
+    assert c.client.subscribed == [[(READINGS_FILTER, 1), (REPORTED_FILTER, 1)]]
+    assert c.connected.is_set()
+
+
+def test_messages_are_queued_and_acked_only_when_asked():
+    c, q = make()
+    c._on_message(c.client, None, SimpleNamespace(topic="cems/v1/a/b/readings", payload=b"{}", mid=7, qos=1))
+    m = q.get_nowait()
+    assert (m.topic, m.mid, m.qos) == ("cems/v1/a/b/readings", 7, 1)
+    assert c.client.acked == []
+    c.ack(m)
+    assert c.client.acked == [(7, 1)]
+
+
+def test_a_full_queue_blocks_until_stop_without_losing_the_ack():
+    c, q = make(maxsize=1)
+    q.put("occupied")
+    t = threading.Thread(target=c._on_message,
+                         args=(c.client, None, SimpleNamespace(topic="t", payload=b"", mid=1, qos=1)))
+    t.start()
+    t.join(0.8)
+    assert t.is_alive()  # backpressure: paho's thread waits
+    c.stop()
+    t.join(2)
+    assert not t.is_alive() and c.client.acked == []  # never acknowledged: the broker will resend
