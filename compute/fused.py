@@ -10,7 +10,7 @@ import numpy as np
 
 from .channels import FLAG_CODE, N_CHANNELS
 from .jit import kernel
-from .minute import MinuteFigures, _finish_minute
+from .minute import MinuteFigures, _finish_minute, figure_params
 from .params import StackParams
 
 _N, _T, _F = FLAG_CODE["N"], FLAG_CODE["T"], FLAG_CODE["F"]
@@ -101,22 +101,13 @@ def minute_figures_columns(cols, flags, offsets, group_stack, params: StackParam
     """
     cols = np.ascontiguousarray(cols, dtype=np.float64)
     offsets = np.asarray(offsets, dtype=np.int64)
-    g = offsets.shape[0] - 1
-    out = MinuteFigures(
-        n=np.empty(g, np.int64), n_valid=np.empty(g, np.int64), n_stopped=np.empty(g, np.int64),
-        status=np.empty(g, np.int8), means=np.empty((g, N_CHANNELS)), qs_m3_h=np.empty(g), qsn_m3_h=np.empty(g),
-        co2_dry_pct=np.empty(g), co2_mg_m3=np.empty(g), rate_kg_h=np.empty(g), mass_kg=np.empty(g),
-        conc=np.empty(g), flow=np.empty(g),
-    )
+    out = MinuteFigures.empty(offsets.shape[0] - 1)
     p = params
     big = np.finfo(np.float64).max
     # Required channels: their range (made finite, so +-inf fails it); others: finite, for their means.
     lo = np.where(p.required, np.maximum(p.lo, -big), -big)
     hi = np.where(p.required, np.minimum(p.hi, big), big)
     _fused(cols, np.asarray(flags, dtype=np.int8), offsets, np.asarray(group_stack, dtype=np.int64), p.cal_a,
-           p.cal_b, lo, hi, p.required, p.area_m2, p.kv, p.flow_basis, p.co2_wet, p.density_kg_m3,
-           p.min_samples, p.t0_k, p.p0_kpa, p.regime, p.rate_factor, out.n, out.n_valid, out.n_stopped, out.status,
-           out.means, out.qs_m3_h, out.qsn_m3_h, out.co2_dry_pct, out.co2_mg_m3, out.rate_kg_h, out.mass_kg,
-           out.conc, out.flow)
+           p.cal_b, lo, hi, p.required, *figure_params(p), *out.arrays())
     return out
 

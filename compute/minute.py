@@ -1,6 +1,6 @@
 """Minute figures (DESIGN §4): status, channel means, standard dry flow, CO2 concentration and mass."""
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import numpy as np
 
@@ -37,6 +37,23 @@ class MinuteFigures:
     mass_kg: np.ndarray  # 0 for stopped minutes, NaN for invalid ones
     conc: np.ndarray  # the regime's concentration: CQ [mg/m3] (china, eu) or wet CO2 [%] (us_part75)
     flow: np.ndarray  # the regime's flow: Qsn [m3/h] (china, eu) or wet standard flow [scfh] (us_part75)
+
+    @classmethod
+    def empty(cls, groups: int) -> "MinuteFigures":
+        ints = {"n", "n_valid", "n_stopped"}
+        return cls(**{f.name: np.empty((groups, N_CHANNELS)) if f.name == "means"
+                      else np.empty(groups, np.int8 if f.name == "status" else np.int64 if f.name in ints
+                                    else np.float64) for f in fields(cls)})
+
+    def arrays(self) -> tuple[np.ndarray, ...]:
+        """The output arrays in field order, as the kernels take them."""
+        return tuple(getattr(self, f.name) for f in fields(self))
+
+
+def figure_params(p: StackParams) -> tuple[np.ndarray, ...]:
+    """The per-stack arrays `_finish_minute` reads, in its order."""
+    return (p.area_m2, p.kv, p.flow_basis, p.co2_wet, p.density_kg_m3, p.min_samples, p.t0_k, p.p0_kpa, p.regime,
+            p.rate_factor)
 
 
 @kernel
@@ -140,18 +157,9 @@ def minute_figures(offsets, group_stack, validity, values, params: StackParams) 
     [kg/h] and minute mass = rate / 60 [kg].
     """
     offsets = np.asarray(offsets, dtype=np.int64)
-    g = offsets.shape[0] - 1
-    out = MinuteFigures(
-        n=np.empty(g, np.int64), n_valid=np.empty(g, np.int64), n_stopped=np.empty(g, np.int64),
-        status=np.empty(g, np.int8), means=np.empty((g, N_CHANNELS)), qs_m3_h=np.empty(g),
-        qsn_m3_h=np.empty(g), co2_dry_pct=np.empty(g), co2_mg_m3=np.empty(g), rate_kg_h=np.empty(g),
-        mass_kg=np.empty(g), conc=np.empty(g), flow=np.empty(g),
-    )
+    out = MinuteFigures.empty(offsets.shape[0] - 1)
     _minutes(offsets, np.asarray(group_stack, dtype=np.int64), np.asarray(validity, dtype=np.int8),
-             np.ascontiguousarray(values, dtype=np.float64), params.area_m2, params.kv, params.flow_basis,
-             params.co2_wet, params.density_kg_m3, params.min_samples, params.t0_k, params.p0_kpa,
-             params.regime, params.rate_factor, out.n, out.n_valid, out.n_stopped, out.status, out.means,
-             out.qs_m3_h, out.qsn_m3_h, out.co2_dry_pct, out.co2_mg_m3, out.rate_kg_h, out.mass_kg, out.conc, out.flow)
+             np.ascontiguousarray(values, dtype=np.float64), *figure_params(params), *out.arrays())
     return out
 
 

@@ -10,6 +10,7 @@ import math
 import numpy as np
 
 from .constants import K_PART75, KG_PER_SHORT_TON
+from .formulas import part75_co2_rate_short_tons_h
 
 
 def round_half_away(x: float, digits: int = 0) -> float:
@@ -27,8 +28,8 @@ def part75_reported(co2_wet_pct: float, flow_scfh: float, op_time: float, stoppe
         return {"co2_pct_reported": math.nan, "flow_scfh_reported": math.nan, "rate_short_tons_h": 0.0,
                 "rate_short_tons_h_reported": 0.0, "mass_short_tons": 0.0, "mass_short_tons_reported": 0.0}
     flow_used = 1000.0 * round_half_away(flow_scfh / 1000.0)
-    rate = K_PART75 * co2_wet_pct * flow_scfh
-    rate_rep = round_half_away(K_PART75 * co2_wet_pct * flow_used, 1)
+    rate = part75_co2_rate_short_tons_h(co2_wet_pct, flow_scfh, K_PART75)
+    rate_rep = round_half_away(part75_co2_rate_short_tons_h(co2_wet_pct, flow_used, K_PART75), 1)
     return {"co2_pct_reported": round_half_away(co2_wet_pct, 1), "flow_scfh_reported": flow_used,
             "rate_short_tons_h": rate, "rate_short_tons_h_reported": rate_rep,
             "mass_short_tons": rate * op_time, "mass_short_tons_reported": rate_rep * op_time}

@@ -13,7 +13,6 @@ which only read snapshots replaced whole.
 import datetime as dt
 import logging
 import math
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -112,16 +111,6 @@ def _same(a: Raw, b: Raw) -> bool:
     if a[1] != b[1]:
         return False
     return all(x == y or (math.isnan(x) and math.isnan(y)) for x, y in zip(a[0], b[0], strict=True))
-
-
-def _rows_equal(a: dict, b: dict) -> bool:
-    for k, v in a.items():
-        w = b.get(k)
-        if isinstance(v, float) and isinstance(w, float) and math.isnan(v) and math.isnan(w):
-            continue
-        if v != w:
-            return False
-    return True
 
 
 class Pipeline:
@@ -594,6 +583,3 @@ def _mass_kg(row: dict | None) -> float:
     v = _num(row.get("mass_kg"))
     return 0.0 if math.isnan(v) else v
 
-
-def wall_clock() -> float:
-    return time.time()

@@ -43,9 +43,3 @@ class DeadLetters:
                 os.fsync(f.fileno())
             self.count += 1
         return rec
-
-    def read(self, day: str) -> list[dict]:
-        path = self.dir / f"{day}.jsonl"
-        if not path.exists():
-            return []
-        return [orjson.loads(x) for x in path.read_bytes().splitlines() if x]
