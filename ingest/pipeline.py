@@ -416,6 +416,11 @@ class Pipeline:
                 h = ser.hour(i)
                 if h + 3600 > now:
                     continue  # still open
+                if now - ser.a["touched"][i] < st.plant.settle_s:
+                    # Its own readings are still arriving (a backfill, a broker's backlog): write it once
+                    # they stop, rather than a partial hour that a reader could take for the result.
+                    st.series_dirty = True
+                    continue
                 old_final = bool(ser.a["final"][i])
                 revision = int(ser.a["revision"][i])
                 if old_final and ser.a["status"][i] >= 0:
