@@ -2,8 +2,9 @@
 
 Same results as `validity.classify_readings` followed by `minute.minute_figures` (tests check it), but it
 reads each input once and writes only per-minute outputs, with each group's per-stack constants hoisted
-out of the reading loop. Input is columnar: one contiguous float64 array per channel, as the benchmark
-and the decoder hold them.
+out of the reading loop. Calibration leaves the loop too: the range test moves to the raw value
+(`params.raw_bounds`, exact to the ulp) and, calibration being linear, a minute's sums are calibrated once.
+Input is columnar: one contiguous float64 array per channel, as the benchmark and the decoder hold them.
 """
 
 import numpy as np
@@ -21,24 +22,22 @@ _FAST = {"reassoc", "nsz", "contract"}
 
 @kernel
 def _ok(y, lo, hi):
-    # NaN fails both comparisons; the caller makes lo and hi finite, so +-inf fails one.
+    # NaN fails both comparisons; `raw_bounds` are finite (or NaN: nothing passes), so +-inf fails one.
     return (y >= lo) & (y <= hi)
 
 
 @kernel(fastmath=_FAST)
-def _fused(cols, flags, offsets, group_stack, cal_a, cal_b, lo, hi, required, area, kv, flow_basis, co2_wet,
+def _fused(cols, flags, offsets, group_stack, cal_a, cal_b, raw_lo, raw_hi, required, area, kv, flow_basis, co2_wet,
            density, min_samples, t0_k, p0_kpa, regime, rate_factor, n_out, nv_out, ns_out, status, means, qs, qsn,
            co2d, cq, rate, mass, conc_out, flow_out):
     sums = np.empty(N_CHANNELS)
     counts = np.empty(N_CHANNELS, np.int64)
     for g in range(offsets.shape[0] - 1):
         s = group_stack[g]
-        a0, a1, a2, a3, a4, a5, a6 = cal_a[s, 0], cal_a[s, 1], cal_a[s, 2], cal_a[s, 3], cal_a[s, 4], cal_a[s, 5], \
-            cal_a[s, 6]
-        b0, b1, b2, b3, b4, b5, b6 = cal_b[s, 0], cal_b[s, 1], cal_b[s, 2], cal_b[s, 3], cal_b[s, 4], cal_b[s, 5], \
-            cal_b[s, 6]
-        l0, l1, l2, l3, l4, l5, l6 = lo[s, 0], lo[s, 1], lo[s, 2], lo[s, 3], lo[s, 4], lo[s, 5], lo[s, 6]
-        h0, h1, h2, h3, h4, h5, h6 = hi[s, 0], hi[s, 1], hi[s, 2], hi[s, 3], hi[s, 4], hi[s, 5], hi[s, 6]
+        l0, l1, l2, l3, l4, l5, l6 = raw_lo[s, 0], raw_lo[s, 1], raw_lo[s, 2], raw_lo[s, 3], raw_lo[s, 4], \
+            raw_lo[s, 5], raw_lo[s, 6]
+        h0, h1, h2, h3, h4, h5, h6 = raw_hi[s, 0], raw_hi[s, 1], raw_hi[s, 2], raw_hi[s, 3], raw_hi[s, 4], \
+            raw_hi[s, 5], raw_hi[s, 6]
         r0, r1, r2, r3, r4, r5, r6 = required[s, 0], required[s, 1], required[s, 2], required[s, 3], \
             required[s, 4], required[s, 5], required[s, 6]
         n0, n1, n2, n3, n4, n5, n6 = not r0, not r1, not r2, not r3, not r4, not r5, not r6
@@ -49,13 +48,9 @@ def _fused(cols, flags, offsets, group_stack, cal_a, cal_b, lo, hi, required, ar
         start, end = offsets[g], offsets[g + 1]
         for i in range(start, end):
             f = flags[i]
-            y0 = a0 + b0 * cols[0, i]
-            y1 = a1 + b1 * cols[1, i]
-            y2 = a2 + b2 * cols[2, i]
-            y3 = a3 + b3 * cols[3, i]
-            y4 = a4 + b4 * cols[4, i]
-            y5 = a5 + b5 * cols[5, i]
-            y6 = a6 + b6 * cols[6, i]
+            # raw values: the bounds already say whether the calibrated value passes
+            y0, y1, y2, y3, y4, y5, y6 = cols[0, i], cols[1, i], cols[2, i], cols[3, i], cols[4, i], cols[5, i], \
+                cols[6, i]
             k0, k1, k2, k3 = _ok(y0, l0, h0), _ok(y1, l1, h1), _ok(y2, l2, h2), _ok(y3, l3, h3)
             k4, k5, k6 = _ok(y4, l4, h4), _ok(y5, l5, h5), _ok(y6, l6, h6)
             valid = ((f == _N) | (f == _T)) & (k0 | n0) & (k1 | n1) & (k2 | n2) & (k3 | n3) & (k4 | n4) \
@@ -64,7 +59,7 @@ def _fused(cols, flags, offsets, group_stack, cal_a, cal_b, lo, hi, required, ar
             nv += valid
             # Means take the finite values of valid readings (a non-required channel may be out of range).
             # For a required channel k is its range check (which `valid` already passed); for any other it
-            # is the finite check (the caller set its bounds to +-max), so the means take finite values only.
+            # is the finite check (`raw_bounds`), so the means take finite values only.
             f0, f1, f2, f3, f4, f5, f6 = valid & k0, valid & k1, valid & k2, valid & k3, valid & k4, valid & k5, \
                 valid & k6
             s0 += y0 if f0 else 0.0
@@ -83,6 +78,8 @@ def _fused(cols, flags, offsets, group_stack, cal_a, cal_b, lo, hi, required, ar
             c6 += f6
         sums[0], sums[1], sums[2], sums[3], sums[4], sums[5], sums[6] = s0, s1, s2, s3, s4, s5, s6
         counts[0], counts[1], counts[2], counts[3], counts[4], counts[5], counts[6] = c0, c1, c2, c3, c4, c5, c6
+        for j in range(N_CHANNELS):  # calibration is linear: the sum of a + b*x is count*a + b*(sum of x)
+            sums[j] = counts[j] * cal_a[s, j] + cal_b[s, j] * sums[j]
         _finish_minute(g, s, end - start, nv, ns, sums, counts, area, kv, flow_basis, co2_wet, density, min_samples,
                        t0_k, p0_kpa, regime, rate_factor, n_out, nv_out, ns_out, status, means, qs, qsn, co2d, cq,
                        rate, mass, conc_out, flow_out)
@@ -103,11 +100,7 @@ def minute_figures_columns(cols, flags, offsets, group_stack, params: StackParam
     offsets = np.asarray(offsets, dtype=np.int64)
     out = MinuteFigures.empty(offsets.shape[0] - 1)
     p = params
-    big = np.finfo(np.float64).max
-    # Required channels: their range (made finite, so +-inf fails it); others: finite, for their means.
-    lo = np.where(p.required, np.maximum(p.lo, -big), -big)
-    hi = np.where(p.required, np.minimum(p.hi, big), big)
     _fused(cols, np.asarray(flags, dtype=np.int8), offsets, np.asarray(group_stack, dtype=np.int64), p.cal_a,
-           p.cal_b, lo, hi, p.required, *figure_params(p), *out.arrays())
+           p.cal_b, p.raw_lo, p.raw_hi, p.required, *figure_params(p), *out.arrays())
     return out
 

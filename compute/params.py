@@ -33,6 +33,55 @@ def regime_constants(regime: str) -> dict:
 
 
 
+_BIG = np.finfo(np.float64).max
+_MAGNITUDE = np.int64(0x7FFFFFFFFFFFFFFF)
+
+
+def _key(x):
+    """float64 -> int64 in the same order (NaN excluded), so bisection can walk every float between two."""
+    i = np.asarray(x, np.float64).view(np.int64)
+    return i ^ ((i >> 63) & _MAGNITUDE)
+
+
+def _unkey(k):
+    return (k ^ ((k >> 63) & _MAGNITUDE)).view(np.float64)
+
+
+def _first_at_least(a, b, bound):
+    """Per element, the least finite x with fl(a + fl(b*x)) >= bound, for b > 0; NaN where there is none.
+
+    fl(a + b*x) is non-decreasing in x when b > 0 (each rounding is monotone), so bisection over the ordered
+    floats finds the exact threshold in at most 64 steps: no ulp is lost at a range's edge.
+    """
+    lo, hi = np.full(a.shape, _key(-_BIG)), np.full(a.shape, _key(_BIG))
+    with np.errstate(over="ignore", invalid="ignore"):
+        exists = a + b * _BIG >= bound
+        for _ in range(66):
+            mid = (lo >> 1) + (hi >> 1) + (lo & hi & 1)  # floor((lo + hi) / 2) without overflow
+            up = a + b * _unkey(mid) >= bound
+            hi = np.where(up, mid, hi)
+            lo = np.minimum(np.where(up, lo, mid + 1), hi)
+    return np.where(exists, _unkey(lo), np.nan)
+
+
+def raw_bounds(cal_a, cal_b, lo, hi, required):
+    """Bounds on the raw value x equivalent to the validity test on y = fl(a + fl(b*x)) (see `StackParams`).
+
+    A required channel passes when lo <= y <= hi, any other when y is finite. NaN bounds (nothing passes)
+    and NaN readings fail both comparisons, as NaN fails the calibrated test.
+    """
+    lo = np.where(required, np.maximum(lo, -_BIG), -_BIG)  # finite, so +-inf readings fail
+    hi = np.where(required, np.minimum(hi, _BIG), _BIG)
+    a, b = np.asarray(cal_a, np.float64), np.asarray(cal_b, np.float64)
+    m = np.where(b == 0, 1.0, np.abs(b))
+    # In u = sign(b) * x, y = fl(a + fl(|b| * u)) rises with u; y <= hi  <=>  fl(-a + fl(|b| * -u)) >= -hi.
+    u_lo = _first_at_least(a, m, lo)
+    u_hi = -_first_at_least(-a, m, -hi)
+    flat = np.where((lo <= a) & (a <= hi), _BIG, np.nan)  # b == 0: y = a for every finite x
+    raw_lo = np.where(b > 0, u_lo, np.where(b < 0, -u_hi, -flat))
+    raw_hi = np.where(b > 0, u_hi, np.where(b < 0, -u_lo, flat))
+    return raw_lo, raw_hi
+
 
 @dataclass(frozen=True)
 class StackSpec:
@@ -73,6 +122,10 @@ class StackParams:
     lo: np.ndarray
     hi: np.ndarray
     required: np.ndarray  # bool (stacks, N_CHANNELS)
+    # The validity test on the raw value x: fl(a + b*x) is in range (required channels) or finite (others)
+    # exactly when raw_lo <= x <= raw_hi, so the fused kernel never calibrates a reading it only sums.
+    raw_lo: np.ndarray
+    raw_hi: np.ndarray
 
     @classmethod
     def build(cls, specs: list[StackSpec], default_ranges: dict[str, tuple[float, float]]) -> "StackParams":
@@ -107,4 +160,5 @@ class StackParams:
             rate_factor=np.array([K_PART75 * KG_PER_SHORT_TON if s.regime == "us_part75" else 1e-6 for s in specs]),
             quadrant_rule=np.array([s.regime == "us_part75" for s in specs], dtype=np.bool_),
             cal_a=cal_a, cal_b=cal_b, lo=lo, hi=hi, required=required,
+            **dict(zip(("raw_lo", "raw_hi"), raw_bounds(cal_a, cal_b, lo, hi, required), strict=True)),
         )
