@@ -9,9 +9,9 @@ Input is columnar: one contiguous float64 array per channel, as the benchmark an
 
 import numpy as np
 
-from .channels import FLAG_CODE, N_CHANNELS
+from .channels import FLAG_CODE
 from .jit import kernel
-from .minute import MinuteFigures, _finish_minute, figure_params
+from .minute import MinuteFigures, finish_minutes
 from .params import StackParams
 
 _N, _T, _F = FLAG_CODE["N"], FLAG_CODE["T"], FLAG_CODE["F"]
@@ -27,11 +27,9 @@ def _ok(y, lo, hi):
 
 
 @kernel(fastmath=_FAST)
-def _fused(cols, flags, offsets, group_stack, cal_a, cal_b, raw_lo, raw_hi, required, area, kv, flow_basis, co2_wet,
-           density, min_samples, t0_k, p0_kpa, regime, rate_factor, n_out, nv_out, ns_out, status, means, qs, qsn,
-           co2d, cq, rate, mass, conc_out, flow_out):
-    sums = np.empty(N_CHANNELS)
-    counts = np.empty(N_CHANNELS, np.int64)
+def _fused(cols, flags, offsets, group_stack, cal_a, cal_b, raw_lo, raw_hi, required, counts, nv_out, ns_out, sums):
+    """The accumulating pass (`minute._finish_minutes` is the second): per group, valid and stopped readings,
+    and the calibrated sum and count of each channel's values that the means take."""
     for g in range(offsets.shape[0] - 1):
         s = group_stack[g]
         l0, l1, l2, l3, l4, l5, l6 = raw_lo[s, 0], raw_lo[s, 1], raw_lo[s, 2], raw_lo[s, 3], raw_lo[s, 4], \
@@ -76,13 +74,17 @@ def _fused(cols, flags, offsets, group_stack, cal_a, cal_b, raw_lo, raw_hi, requ
             c4 += f4
             c5 += f5
             c6 += f6
-        sums[0], sums[1], sums[2], sums[3], sums[4], sums[5], sums[6] = s0, s1, s2, s3, s4, s5, s6
-        counts[0], counts[1], counts[2], counts[3], counts[4], counts[5], counts[6] = c0, c1, c2, c3, c4, c5, c6
-        for j in range(N_CHANNELS):  # calibration is linear: the sum of a + b*x is count*a + b*(sum of x)
-            sums[j] = counts[j] * cal_a[s, j] + cal_b[s, j] * sums[j]
-        _finish_minute(g, s, end - start, nv, ns, sums, counts, area, kv, flow_basis, co2_wet, density, min_samples,
-                       t0_k, p0_kpa, regime, rate_factor, n_out, nv_out, ns_out, status, means, qs, qsn, co2d, cq,
-                       rate, mass, conc_out, flow_out)
+        counts[g, 0], counts[g, 1], counts[g, 2], counts[g, 3], counts[g, 4], counts[g, 5], counts[g, 6] = \
+            c0, c1, c2, c3, c4, c5, c6
+        # calibration is linear: the sum of a + b*x over c readings is c*a + b*(sum of x)
+        sums[g, 0] = c0 * cal_a[s, 0] + cal_b[s, 0] * s0
+        sums[g, 1] = c1 * cal_a[s, 1] + cal_b[s, 1] * s1
+        sums[g, 2] = c2 * cal_a[s, 2] + cal_b[s, 2] * s2
+        sums[g, 3] = c3 * cal_a[s, 3] + cal_b[s, 3] * s3
+        sums[g, 4] = c4 * cal_a[s, 4] + cal_b[s, 4] * s4
+        sums[g, 5] = c5 * cal_a[s, 5] + cal_b[s, 5] * s5
+        sums[g, 6] = c6 * cal_a[s, 6] + cal_b[s, 6] * s6
+        nv_out[g], ns_out[g] = nv, ns
 
 
 def minute_figures_columns(cols, flags, offsets, group_stack, params: StackParams) -> MinuteFigures:
@@ -99,8 +101,10 @@ def minute_figures_columns(cols, flags, offsets, group_stack, params: StackParam
     cols = np.ascontiguousarray(cols, dtype=np.float64)
     offsets = np.asarray(offsets, dtype=np.int64)
     out = MinuteFigures.empty(offsets.shape[0] - 1)
+    group_stack = np.asarray(group_stack, dtype=np.int64)
+    counts = np.empty(out.means.shape, np.int64)
     p = params
-    _fused(cols, np.asarray(flags, dtype=np.int8), offsets, np.asarray(group_stack, dtype=np.int64), p.cal_a,
-           p.cal_b, p.raw_lo, p.raw_hi, p.required, *figure_params(p), *out.arrays())
-    return out
+    _fused(cols, np.asarray(flags, dtype=np.int8), offsets, group_stack, p.cal_a, p.cal_b, p.raw_lo, p.raw_hi,
+           p.required, counts, out.n_valid, out.n_stopped, out.means)
+    return finish_minutes(offsets, group_stack, counts, p, out)
 

@@ -51,91 +51,94 @@ class MinuteFigures:
 
 
 def figure_params(p: StackParams) -> tuple[np.ndarray, ...]:
-    """The per-stack arrays `_finish_minute` reads, in its order."""
+    """The per-stack arrays `_finish_minutes` reads, in its order."""
     return (p.area_m2, p.kv, p.flow_basis, p.co2_wet, p.density_kg_m3, p.min_samples, p.t0_k, p.p0_kpa, p.regime,
             p.rate_factor)
 
 
 @kernel
-def _finish_minute(g, s, n, nv, ns, sums, counts, area, kv, flow_basis, co2_wet, density, min_samples, t0_k, p0_kpa,
-                   regime, rate_factor, n_out, nv_out, ns_out, status, means, qs, qsn, co2d, cq, rate, mass, conc_out,
-                   flow_out):
-    """Status and figures of group g (stack row s) from its counts and per-channel sums of valid readings."""
-    n_out[g], nv_out[g], ns_out[g] = n, nv, ns
-    for j in range(sums.shape[0]):
-        means[g, j] = sums[j] / counts[j] if counts[j] > 0 else np.nan
-    # Stopped is checked first: more than half the minute's readings carry F.
-    if 2 * ns > n:
-        status[g] = STOPPED
-    elif nv >= min_samples[s]:
-        status[g] = VALID
-    else:
-        status[g] = INVALID
-    qs[g] = qsn[g] = co2d[g] = cq[g] = rate[g] = conc_out[g] = flow_out[g] = np.nan
-    if status[g] == STOPPED:
-        mass[g] = 0.0
-        return
-    if status[g] != VALID:
-        mass[g] = np.nan
-        return
-    h2o = means[g, H2O]
-    if np.isfinite(area[s]):
-        q = actual_flow_from_velocity(means[g, VELOCITY], area[s], kv[s])
-    else:
-        q = means[g, FLOW]
-    if flow_basis[s] == FLOW_ACTUAL_WET:
-        qn = dry_standard_flow(q, means[g, TEMP], means[g, PRESS], h2o, t0_k[s], p0_kpa[s])
-    elif flow_basis[s] == FLOW_STD_WET:
-        qn = wet_standard_to_dry(q, h2o)
-    else:
-        qn = q
-    c = co2_wet_to_dry(means[g, CO2], h2o) if co2_wet[s] else means[g, CO2]
-    conc = co2_mass_concentration(c, density[s])
-    qs[g], qsn[g], co2d[g], cq[g] = q, qn, c, conc
-    if regime[s] == REGIME_PART75:
-        # F-11 on a wet basis: wet CO2 (F-2 for a dry analyser) times wet standard flow in scfh.
-        cw = means[g, CO2] if co2_wet[s] else means[g, CO2] * (1.0 - h2o / 100.0)
-        if flow_basis[s] == FLOW_ACTUAL_WET:
-            qw = q * t0_k[s] / (t0_k[s] + means[g, TEMP]) * means[g, PRESS] / p0_kpa[s]
-        elif flow_basis[s] == FLOW_STD_WET:
-            qw = q
+def _finish_minutes(offsets, group_stack, counts, area, kv, flow_basis, co2_wet, density, min_samples, t0_k, p0_kpa,
+                    regime, rate_factor, n_out, nv_out, ns_out, status, means, qs, qsn, co2d, cq, rate, mass, conc_out,
+                    flow_out):
+    """Status and figures of every group, the second pass of both minute paths.
+
+    On entry the accumulating pass has left, per group g, ``nv_out[g]`` and ``ns_out[g]`` (valid and stopped
+    readings), ``means[g]`` (per-channel sums of valid readings) and ``counts[g]`` (how many were summed).
+    Kept out of the reading loop, which then holds its accumulators in registers.
+    """
+    for g in range(offsets.shape[0] - 1):
+        s = group_stack[g]
+        n, nv, ns = offsets[g + 1] - offsets[g], nv_out[g], ns_out[g]
+        n_out[g] = n
+        for j in range(means.shape[1]):
+            means[g, j] = means[g, j] / counts[g, j] if counts[g, j] > 0 else np.nan
+        # Stopped is checked first: more than half the minute's readings carry F.
+        if 2 * ns > n:
+            status[g] = STOPPED
+        elif nv >= min_samples[s]:
+            status[g] = VALID
         else:
-            qw = q / (1.0 - h2o / 100.0)
-        conc_out[g], flow_out[g] = cw, qw * SCF_PER_M3
-    else:
-        conc_out[g], flow_out[g] = conc, qn
-    rate[g] = conc_out[g] * flow_out[g] * rate_factor[s]
-    mass[g] = rate[g] / 60.0
+            status[g] = INVALID
+        qs[g] = qsn[g] = co2d[g] = cq[g] = rate[g] = conc_out[g] = flow_out[g] = np.nan
+        if status[g] != VALID:
+            mass[g] = 0.0 if status[g] == STOPPED else np.nan
+            continue
+        h2o = means[g, H2O]
+        if np.isfinite(area[s]):
+            q = actual_flow_from_velocity(means[g, VELOCITY], area[s], kv[s])
+        else:
+            q = means[g, FLOW]
+        if flow_basis[s] == FLOW_ACTUAL_WET:
+            qn = dry_standard_flow(q, means[g, TEMP], means[g, PRESS], h2o, t0_k[s], p0_kpa[s])
+        elif flow_basis[s] == FLOW_STD_WET:
+            qn = wet_standard_to_dry(q, h2o)
+        else:
+            qn = q
+        c = co2_wet_to_dry(means[g, CO2], h2o) if co2_wet[s] else means[g, CO2]
+        conc = co2_mass_concentration(c, density[s])
+        qs[g], qsn[g], co2d[g], cq[g] = q, qn, c, conc
+        if regime[s] == REGIME_PART75:
+            # F-11 on a wet basis: wet CO2 (F-2 for a dry analyser) times wet standard flow in scfh.
+            cw = means[g, CO2] if co2_wet[s] else means[g, CO2] * (1.0 - h2o / 100.0)
+            if flow_basis[s] == FLOW_ACTUAL_WET:
+                qw = q * t0_k[s] / (t0_k[s] + means[g, TEMP]) * means[g, PRESS] / p0_kpa[s]
+            elif flow_basis[s] == FLOW_STD_WET:
+                qw = q
+            else:
+                qw = q / (1.0 - h2o / 100.0)
+            conc_out[g], flow_out[g] = cw, qw * SCF_PER_M3
+        else:
+            conc_out[g], flow_out[g] = conc, qn
+        rate[g] = conc_out[g] * flow_out[g] * rate_factor[s]
+        mass[g] = rate[g] / 60.0
+
+
+def finish_minutes(offsets, group_stack, counts, params: StackParams, out: "MinuteFigures") -> "MinuteFigures":
+    """Run `_finish_minutes` on an accumulated `out` (see there) and return it."""
+    _finish_minutes(offsets, group_stack, counts, *figure_params(params), *out.arrays())
+    return out
 
 
 @kernel
-def _minutes(offsets, group_stack, validity, values, area, kv, flow_basis, co2_wet, density, min_samples,
-             t0_k, p0_kpa, regime, rate_factor, n_out, nv_out, ns_out, status, means, qs, qsn, co2d, cq, rate, mass,
-             conc_out, flow_out):
-    c_count = values.shape[1]
-    sums = np.empty(c_count)
-    counts = np.empty(c_count, dtype=np.int64)
+def _minutes(offsets, validity, values, counts, nv_out, ns_out, sums):
+    """Accumulating pass of the two-pass path: valid and stopped counts, sums and counts of finite values."""
     for g in range(offsets.shape[0] - 1):
-        s = group_stack[g]
-        lo, hi = offsets[g], offsets[g + 1]
         nv = 0
         ns = 0
-        sums[:] = 0.0
-        counts[:] = 0
-        for i in range(lo, hi):
+        sums[g, :] = 0.0
+        counts[g, :] = 0
+        for i in range(offsets[g], offsets[g + 1]):
             v = validity[i]
             if v == STOPPED:
                 ns += 1
             elif v == VALID:
                 nv += 1
-                for j in range(c_count):
+                for j in range(values.shape[1]):
                     x = values[i, j]
                     if np.isfinite(x):
-                        sums[j] += x
-                        counts[j] += 1
-        _finish_minute(g, s, hi - lo, nv, ns, sums, counts, area, kv, flow_basis, co2_wet, density, min_samples,
-                       t0_k, p0_kpa, regime, rate_factor, n_out, nv_out, ns_out, status, means, qs, qsn, co2d, cq,
-                       rate, mass, conc_out, flow_out)
+                        sums[g, j] += x
+                        counts[g, j] += 1
+        nv_out[g], ns_out[g] = nv, ns
 
 
 def minute_figures(offsets, group_stack, validity, values, params: StackParams) -> MinuteFigures:
@@ -158,9 +161,10 @@ def minute_figures(offsets, group_stack, validity, values, params: StackParams) 
     """
     offsets = np.asarray(offsets, dtype=np.int64)
     out = MinuteFigures.empty(offsets.shape[0] - 1)
-    _minutes(offsets, np.asarray(group_stack, dtype=np.int64), np.asarray(validity, dtype=np.int8),
-             np.ascontiguousarray(values, dtype=np.float64), *figure_params(params), *out.arrays())
-    return out
+    counts = np.empty(out.means.shape, np.int64)
+    _minutes(offsets, np.asarray(validity, dtype=np.int8), np.ascontiguousarray(values, dtype=np.float64), counts,
+             out.n_valid, out.n_stopped, out.means)
+    return finish_minutes(offsets, np.asarray(group_stack, dtype=np.int64), counts, params, out)
 
 
 def group_offsets(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
