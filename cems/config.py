@@ -75,6 +75,10 @@ class ApiConfig(_Section):
 
 class StorageConfig(_Section):
     data_dir: Path = Path("var/data")
+    # Bounds on disk: past them intake stops acknowledging (the broker holds the messages) rather than
+    # dropping anything.
+    journal_max_mb: int = Field(1024, gt=0)  # received messages not yet processed
+    spool_max_mb: int = Field(4096, gt=0)  # database writes waiting for InfluxDB to come back
 
 
 Pair = tuple[float, float]  # ranges may be open-ended (inf); NaN fails their low < high check

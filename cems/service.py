@@ -11,9 +11,11 @@ from cems.api.app import create_app
 from cems.config import Config
 from cems.ingest.collector import Collector
 from cems.ingest.pipeline import Pipeline
-from cems.ingest.processor import Processor
+from cems.ingest.processor import Intake, Processor
 from cems.store.deadletter import DeadLetters
 from cems.store.influx import Influx
+from cems.store.journal import Journal
+from cems.store.spool import SpooledInflux
 
 log = logging.getLogger("cems.service")
 
@@ -30,11 +32,18 @@ class Service:
         self.cfg = cfg
         if cfg.unknown_token_plants():
             log.warning("tokens name plants not in this config: %s", ", ".join(cfg.unknown_token_plants()))
+        st = cfg.storage
         self.inbox: queue.Queue = queue.Queue(maxsize=cfg.mqtt.queue_messages)
         self.collector = Collector(cfg.mqtt, self.inbox)
-        self.deadletters = DeadLetters(cfg.storage.data_dir)
-        self.pipeline = Pipeline(cfg, influx_from(cfg), self.deadletters, publish=self.collector.publish)
-        self.processor = Processor(self.pipeline, self.inbox, ack=self.collector.ack)
+        self.deadletters = DeadLetters(st.data_dir)
+        self.journal = Journal(st.data_dir, max_bytes=st.journal_max_mb << 20)
+        self.store = SpooledInflux(influx_from(cfg), st.data_dir, self.deadletters, max_bytes=st.spool_max_mb << 20)
+        self.intake = Intake(self.inbox, self.journal, ack=self.collector.ack)
+        self.pipeline = Pipeline(cfg, self.store, self.deadletters, publish=self.collector.publish)
+        self.processor = Processor(self.pipeline, self.journal)
+        self._stop_drain = threading.Event()
+        self.drain = threading.Thread(target=self.store.run_drain, args=(self._stop_drain,), name="cems-spool",
+                                      daemon=True)
         self.started_at = time.time()
         self.app = create_app(cfg, influx_from(cfg), self._live, self.health)
 
@@ -48,27 +57,31 @@ class Service:
                          "queued_messages": self.inbox.qsize(), **self.pipeline.snapshot_counters()},
             "mqtt": {"ok": self.collector.connected.is_set(),
                      "broker": f"{self.cfg.mqtt.host}:{self.cfg.mqtt.port}"},
-            "influx": {"ok": p.last_error is None, "url": self.cfg.influx.url, "error": p.last_error},
+            "influx": {"ok": p.last_error is None and self.store.last_error is None, "url": self.cfg.influx.url,
+                       "error": self.store.last_error or p.last_error},
+            "journal": {**self.journal.status(), "journaled": self.intake.journaled, "error": self.intake.last_error},
+            "spool": self.store.status(),
             "deadletters": {"ok": True, "count": self.deadletters.count},
             "uptime_s": round(time.time() - self.started_at, 1),
         }
 
-    def _connect_when_ready(self) -> None:
-        # Take messages from the broker only once the pipeline can store them.
-        while not self.processor.ready.wait(0.5):
-            if self.processor.stopping.is_set():
-                return
-        self.collector.start()
-
     def run(self) -> None:
+        # Intake needs only the journal: messages are taken and acknowledged even while InfluxDB is away.
+        self.drain.start()
+        self.intake.start()
         self.processor.start()
-        threading.Thread(target=self._connect_when_ready, name="cems-connect", daemon=True).start()
+        self.collector.start()
         api = self.cfg.api
         log.info("API on http://%s:%s/ (docs at /docs)", api.host, api.port)
         server = uvicorn.Server(uvicorn.Config(self.app, host=api.host, port=api.port, log_level="warning"))
         try:
             server.run()
         finally:
-            log.info("stopping: collector, then processor")
+            log.info("stopping: collector, intake, processor, spool")
             self.collector.stop()
+            self.intake.stop()
             self.processor.stop()
+            self._stop_drain.set()
+            self.drain.join(10)
+            self.journal.close()
+            self.store.close()

@@ -39,6 +39,7 @@ from cems.ingest.decode import (
 )
 from cems.ingest.hourseries import BASE_NAMES, HISTORY_DAYS, HourSeries, Resolved
 from cems.ingest.live import LiveTotals, local_year_start
+from cems.ingest.message import Message
 from cems.store import schema
 from cems.store.deadletter import DeadLetters
 from cems.store.influx import Influx
@@ -48,16 +49,6 @@ log = logging.getLogger("cems.pipeline")
 DEFAULT_RANGES = {c.name: c.default_range for c in CHANNELS}
 Raw = tuple  # (values tuple, status letter, gw, seq)
 LOADED_IDLE_S = 300.0  # old hours read back for late data stay in memory this long after their last data
-
-
-@dataclass
-class Message:
-    topic: str
-    payload: bytes
-    received_at: float
-    mid: int = 0
-    qos: int = 0
-    source: str = "mqtt"
 
 
 @dataclass

@@ -1,7 +1,13 @@
-"""The processor thread: takes messages from the collector's queue, runs the pipeline, acknowledges.
+"""The intake and processor threads: journal, acknowledge, then handle in journal order.
 
-While InfluxDB refuses writes the processor retries with backoff and acknowledges nothing, so the broker
-keeps everything not yet stored (issue 4 adds an on-disk journal and spool in front of this).
+`Intake` takes messages from the collector's queue in batches, appends each batch to the journal with one
+fsync and only then acknowledges them to the broker (DESIGN §1 principle 2). It never waits for InfluxDB:
+while the database is away, messages are still journaled and acknowledged, and the pipeline's writes
+spool on disk (`store/spool.py`). It waits only when the journal is at its size limit, and then the
+broker holds the messages.
+
+`Processor` reads the journal from its checkpoint (so after a crash it handles again what it had not
+finished; duplicates change nothing), runs the pipeline, checkpoints, and closes periods on the clock.
 """
 
 import logging
@@ -10,21 +16,76 @@ import threading
 import time
 from collections.abc import Callable
 
-from cems.ingest.pipeline import Message, Outcome, Pipeline
+from cems.ingest.message import Message
+from cems.ingest.pipeline import Outcome, Pipeline
 from cems.store.influx import InfluxError
+from cems.store.journal import Journal
+from cems.store.segmentlog import LogFull
 
 log = logging.getLogger("cems.processor")
 
 
+class Intake(threading.Thread):
+    def __init__(self, inbox: "queue.Queue[Message]", journal: Journal, ack: Callable[[Message], None],
+                 batch: int = 2000):
+        super().__init__(name="cems-intake", daemon=True)
+        self.inbox = inbox
+        self.journal = journal
+        self.ack = ack
+        self.batch = batch
+        self.stopping = threading.Event()
+        self.journaled = 0
+        self.last_error: str | None = None
+
+    def run(self) -> None:
+        while not self.stopping.is_set():
+            try:
+                batch = [self.inbox.get(timeout=0.2)]
+            except queue.Empty:
+                continue
+            while len(batch) < self.batch:
+                try:
+                    batch.append(self.inbox.get_nowait())
+                except queue.Empty:
+                    break
+            if not self._append(batch):
+                return  # stopping: not journaled, not acknowledged; the broker delivers them again
+            for m in batch:
+                self.ack(m)
+            self.journaled += len(batch)
+
+    def _append(self, batch: list[Message]) -> bool:
+        delay = 0.5
+        while not self.stopping.is_set():
+            try:
+                self.journal.append(batch)
+                self.last_error = None
+                return True
+            except LogFull as e:
+                self.last_error = str(e)
+                log.warning("journal full: not acknowledging until the processor catches up (%s)", e)
+                self.journal.log.wait_for_room(1.0)
+            except OSError as e:
+                self.last_error = f"journal write failed: {e}"
+                log.error("journal write failed, retrying in %.1f s: %s", delay, e)
+                self.stopping.wait(delay)
+                delay = min(delay * 2, 15.0)
+        return False
+
+    def stop(self, timeout: float = 10.0) -> None:
+        self.stopping.set()
+        self.join(timeout)
+
+
 class Processor(threading.Thread):
-    def __init__(self, pipeline: Pipeline, inbox: "queue.Queue[Message]", ack: Callable[[Message], None],
-                 clock: Callable[[], float] = time.time, tick_s: float = 1.0):
+    def __init__(self, pipeline: Pipeline, journal: Journal, clock: Callable[[], float] = time.time,
+                 tick_s: float = 1.0, batch: int = 500):
         super().__init__(name="cems-processor", daemon=True)
         self.pipeline = pipeline
-        self.inbox = inbox
-        self.ack = ack
+        self.journal = journal
         self.clock = clock
         self.tick_s = tick_s
+        self.batch = batch
         self.stopping = threading.Event()
         self.ready = threading.Event()
         self.last_error: str | None = None
@@ -37,7 +98,7 @@ class Processor(threading.Thread):
                 result = fn()
                 self.last_error = None
                 return result
-            except InfluxError as e:
+            except (InfluxError, OSError) as e:
                 self.last_error, self.last_error_at = str(e), self.clock()
                 log.warning("%s failed, retrying in %.1f s: %s", what, delay, e)
                 self.stopping.wait(delay)
@@ -48,19 +109,22 @@ class Processor(threading.Thread):
         self._retry("start-up (InfluxDB)", lambda: self.pipeline.start(self.clock()))
         if self.stopping.is_set():
             return
+        backlog = self.journal.status()["unprocessed"]
+        if backlog:
+            log.info("journal: %d messages received before the restart are handled first", backlog)
         self.ready.set()
         last_tick = 0.0
         while not self.stopping.is_set():
-            try:
-                msg = self.inbox.get(timeout=min(0.2, self.tick_s))
-            except queue.Empty:
-                msg = None
-            if msg is not None:
-                out = self._retry("storing a message", lambda m=msg: self._handle(m))
+            records = self.journal.read(self.batch, timeout=min(0.2, self.tick_s))
+            done = None
+            for seq, msg in records:
+                out = self._retry("handling a message", lambda m=msg: self._handle(m))
                 if out is None:
-                    return  # stopping before it was stored: not acknowledged, the broker keeps it
-                self.ack(msg)
+                    break  # stopping: the journal still holds it
+                done = seq
                 self.on_outcome(msg, out)
+            if done is not None:
+                self.journal.commit(done)
             now = self.clock()
             if now - last_tick >= self.tick_s:
                 try:
@@ -72,7 +136,7 @@ class Processor(threading.Thread):
     def _handle(self, msg: Message) -> Outcome:
         try:
             return self.pipeline.handle(msg, self.clock())
-        except InfluxError:
+        except (InfluxError, OSError):
             raise
         except Exception as e:
             # A bug must not stop the pipeline or lose the message: it goes to the dead-letter store

@@ -10,7 +10,17 @@ from cems.store.lineproto import apply_nulls
 
 
 class InfluxError(Exception):
-    """The database refused a request or could not be reached."""
+    """The database refused a request or could not be reached.
+
+    `transient`: worth retrying (unreachable, 5xx, auth or a missing database an operator can fix), as
+    opposed to a request the database will refuse whatever the retry (400: malformed points, a field type
+    conflict; 413: a body too large).
+    """
+
+    def __init__(self, message: str, transient: bool = True, status: int | None = None):
+        super().__init__(message)
+        self.transient = transient
+        self.status = status
 
 
 def quote_ident(v: str) -> str:
@@ -39,7 +49,8 @@ class Influx:
         except httpx.HTTPError as e:
             raise InfluxError(f"InfluxDB at {self.url} unreachable: {e}") from None
         if r.status_code >= 300:
-            raise InfluxError(f"InfluxDB {method} {path} -> {r.status_code}: {r.text[:300]}")
+            raise InfluxError(f"InfluxDB {method} {path} -> {r.status_code}: {r.text[:300]}",
+                              transient=r.status_code not in (400, 413, 422), status=r.status_code)
         return r
 
     def ping(self) -> bool:

@@ -1,0 +1,13 @@
+"""A message as received, from MQTT or (later) HTTP: what the journal keeps and the pipeline handles."""
+
+from dataclasses import dataclass
+
+
+@dataclass
+class Message:
+    topic: str
+    payload: bytes
+    received_at: float
+    mid: int = 0  # the broker's message id, for the acknowledgement (not journaled)
+    qos: int = 0
+    source: str = "mqtt"

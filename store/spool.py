@@ -1,0 +1,168 @@
+"""InfluxDB writes that survive an outage (DESIGN §6): straight through while the database takes them; on
+a failure to reach it, into an fsync'd on-disk spool, and so is every later write until the spool has
+drained, in order, into the database again.
+
+`SpooledInflux` stands where the pipeline had the plain client: `write` returns once the points are in
+the database or on disk, and `query` refuses (`InfluxError`) while the spool holds points, because the
+database is then missing some of what the pipeline wrote and a recomputation from it would be wrong.
+A write the database refuses outright (a 4xx: a field type conflict, a malformed point) is retried by
+nobody: it goes whole to the dead-letter store with the database's answer, so nothing is dropped without
+a record saying so.
+
+A spool record is ``f64 spooled_at | u8 len(precision) | precision | lines joined by \\n``.
+"""
+
+import logging
+import struct
+import threading
+import time
+from pathlib import Path
+
+from cems.store.deadletter import DeadLetters
+from cems.store.influx import Influx, InfluxError
+from cems.store.segmentlog import LogFull, SegmentLog, Timestamps
+
+log = logging.getLogger("cems.spool")
+_HEAD = struct.Struct("<dB")
+
+
+def encode(lines: list[str], precision: str, at: float) -> bytes:
+    p = precision.encode()
+    return _HEAD.pack(at, len(p)) + p + "\n".join(lines).encode()
+
+
+def decode(body: bytes) -> tuple[float, str, bytes]:
+    at, n = _HEAD.unpack_from(body)
+    a = _HEAD.size
+    return at, body[a:a + n].decode(), body[a + n:]
+
+
+class SpooledInflux:
+    def __init__(self, db: Influx, data_dir: Path, deadletters: DeadLetters, max_bytes: int = 4 << 30,
+                 segment_bytes: int = 64 << 20, clock=time.time):
+        self.db = db
+        self.deadletters = deadletters
+        self.clock = clock
+        self.log = SegmentLog(Path(data_dir) / "spool", "spool", segment_bytes, max_bytes)
+        self.waiting = Timestamps()
+        self._lines = 0  # points waiting in the spool
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self.last_error: str | None = None
+        self.refused = 0  # writes the database refused, kept in the dead-letter store
+        pending = self.log.status()["records"]
+        if pending:
+            for seq, body in self.log.read(max_records=pending):
+                at, _, data = decode(body)
+                self.waiting.add(seq, at)
+                self._lines += data.count(b"\n") + 1
+            self.log.rewind()
+            log.warning("spool holds %d writes (%d points) from before the restart; draining them first",
+                        pending, self._lines)
+
+    # ---- the Influx interface the pipeline uses --------------------------------------------------------
+    @property
+    def url(self) -> str:
+        return self.db.url
+
+    @property
+    def spooling(self) -> bool:
+        return self.log.last_seq > self.log.committed
+
+    def create_database(self) -> None:
+        self.db.create_database()
+
+    def query(self, q: str) -> list[dict]:
+        if self.spooling:
+            raise InfluxError(f"{self._lines} points still spooled; the database is not yet complete")
+        return self.db.query(q)
+
+    def ping(self) -> bool:
+        return self.db.ping()
+
+    def write(self, lines: list[str], precision: str = "ms") -> None:
+        """Store points in the database, or durably in the spool if it cannot be reached."""
+        if not lines:
+            return
+        with self._lock:
+            spooling = self.spooling
+        if not spooling:
+            try:
+                self.db.write(lines, precision)
+                self.last_error = None
+                return
+            except InfluxError as e:
+                if not e.transient:
+                    self._refused(lines, precision, e)
+                    return
+                self.last_error = str(e)
+                log.warning("InfluxDB write failed, spooling to disk until it is back: %s", e)
+        self._spool(lines, precision)
+
+    def _spool(self, lines: list[str], precision: str) -> None:
+        body = encode(lines, precision, self.clock())
+        while True:
+            try:
+                with self._lock:
+                    seq = self.log.append([body])
+                    self.waiting.add(seq, self.clock())
+                    self._lines += len(lines)
+                self._wake.set()
+                return
+            except LogFull:
+                log.error("spool full (%d bytes); holding the pipeline until InfluxDB takes writes again",
+                          self.log.bytes)
+                self.log.wait_for_room(5.0)
+
+    def _refused(self, lines: list[str], precision: str, e: InfluxError) -> None:
+        self.refused += 1
+        log.error("InfluxDB refused %d points, kept in the dead-letter store: %s", len(lines), e)
+        self.deadletters.record(received_at=self.clock(), source="store:influx", reason=f"database refused: {e}",
+                                payload=(f"precision={precision}\n" + "\n".join(lines)).encode())
+
+    # ---- draining ---------------------------------------------------------------------------------------
+    def drain_once(self, max_records: int = 50) -> bool:
+        """Write the oldest spooled batches; True when the spool is empty. Raises nothing."""
+        batch = self.log.read(max_records)
+        for seq, body in batch:
+            _, precision, data = decode(body)
+            lines = data.decode().split("\n")
+            try:
+                self.db.write(lines, precision)
+            except InfluxError as e:
+                if e.transient:
+                    self.last_error = str(e)
+                    self.log.rewind()  # read this record again next time
+                    return False
+                self._refused(lines, precision, e)
+            with self._lock:
+                self.log.commit(seq)
+                self.waiting.drop_through(seq)
+                self._lines -= len(lines)
+            self.last_error = None
+        if batch and not self.spooling:
+            log.info("spool drained: InfluxDB has everything again")
+        return not self.spooling
+
+    def run_drain(self, stop: threading.Event) -> None:
+        """The drain thread: retry with backoff while the database is away, stop when `stop` is set."""
+        delay = 0.5
+        while not stop.is_set():
+            if not self.spooling:
+                self._wake.wait(1.0)
+                self._wake.clear()
+                delay = 0.5
+                continue
+            if self.drain_once():
+                delay = 0.5
+            elif self.last_error:
+                stop.wait(delay)
+                delay = min(delay * 2, 15.0)
+
+    def status(self) -> dict:
+        s = self.log.status()
+        return {"ok": s["records"] == 0, "records": s["records"], "lines": self._lines, "bytes": s["bytes"],
+                "oldest_age_s": self.waiting.oldest_age(self.clock()), "refused": self.refused, "max_bytes": self.log.max_bytes}
+
+    def close(self) -> None:
+        self.log.close()
