@@ -117,7 +117,8 @@ class Processor(threading.Thread):
         while not self.stopping.is_set():
             records = self.journal.read(self.batch, timeout=min(0.2, self.tick_s))
             done = None
-            for seq, msg in records:
+            for seq, rec in records:
+                msg = Message(rec.topic, rec.payload, rec.received_at, source=rec.source)
                 out = self._retry("handling a message", lambda m=msg: self._handle(m))
                 if out is None:
                     break  # stopping: the journal still holds it

@@ -9,24 +9,36 @@ After a crash the processor reads again from the checkpoint; a message handled t
 
 import struct
 from pathlib import Path
+from typing import NamedTuple, Protocol
 
-from cems.ingest.message import Message
 from cems.store.segmentlog import SegmentLog, Timestamps
 
 _HEAD = struct.Struct("<dHH")
 
 
-def encode(m: Message) -> bytes:
+class Received(Protocol):
+    topic: str
+    payload: bytes
+    received_at: float
+    source: str
+
+
+class Record(NamedTuple):
+    topic: str
+    payload: bytes
+    received_at: float
+    source: str
+
+
+def encode(m: Received) -> bytes:
     src, topic = m.source.encode(), m.topic.encode()
     return _HEAD.pack(m.received_at, len(src), len(topic)) + src + topic + m.payload
 
 
-def decode(body: bytes) -> Message:
+def decode(body: bytes) -> Record:
     t, ns, nt = _HEAD.unpack_from(body)
     a = _HEAD.size
-    src = body[a:a + ns].decode()
-    topic = body[a + ns:a + ns + nt].decode()
-    return Message(topic, body[a + ns + nt:], t, source=src)
+    return Record(body[a + ns:a + ns + nt].decode(), body[a + ns + nt:], t, body[a:a + ns].decode())
 
 
 class Journal:
@@ -34,14 +46,14 @@ class Journal:
         self.log = SegmentLog(Path(data_dir) / "journal", "journal", segment_bytes, max_bytes)
         self.arrivals = Timestamps()
 
-    def append(self, msgs: list[Message]) -> int:
+    def append(self, msgs: list[Received]) -> int:
         """Durably append; returns the last seq. Raises `segmentlog.LogFull` at the size limit."""
         last = self.log.append([encode(m) for m in msgs])
         for i, m in enumerate(msgs):
             self.arrivals.add(last - len(msgs) + 1 + i, m.received_at)
         return last
 
-    def read(self, max_records: int = 500, timeout: float = 0.0) -> list[tuple[int, Message]]:
+    def read(self, max_records: int = 500, timeout: float = 0.0) -> list[tuple[int, Record]]:
         return [(seq, decode(b)) for seq, b in self.log.read(max_records, timeout)]
 
     def commit(self, seq: int) -> None:

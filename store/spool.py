@@ -162,7 +162,8 @@ class SpooledInflux:
     def status(self) -> dict:
         s = self.log.status()
         return {"ok": s["records"] == 0, "records": s["records"], "lines": self._lines, "bytes": s["bytes"],
-                "oldest_age_s": self.waiting.oldest_age(self.clock()), "refused": self.refused, "max_bytes": self.log.max_bytes}
+                "oldest_age_s": self.waiting.oldest_age(self.clock()), "refused": self.refused,
+                "max_bytes": self.log.max_bytes}
 
     def close(self) -> None:
         self.log.close()
