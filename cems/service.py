@@ -8,8 +8,10 @@ import time
 import uvicorn
 
 from cems.api.app import create_app
+from cems.api.routes.ingest import IngestBusy
 from cems.config import Config
 from cems.ingest.collector import Collector
+from cems.ingest.message import Message
 from cems.ingest.pipeline import Pipeline
 from cems.ingest.processor import Intake, Processor
 from cems.store.deadletter import DeadLetters
@@ -45,7 +47,21 @@ class Service:
         self.drain = threading.Thread(target=self.store.run_drain, args=(self._stop_drain,), name="cems-spool",
                                       daemon=True)
         self.started_at = time.time()
-        self.app = create_app(cfg, influx_from(cfg), self._live, self.health)
+        self.app = create_app(cfg, influx_from(cfg), self._live, self.health, self.ingest_http)
+
+    def ingest_http(self, topic: str, payload: bytes, wait_s: float = 30.0):
+        """HTTP ingest: the same intake (journal first), then wait for the pipeline's outcome."""
+        seq: list[int] = []
+        journaled = threading.Event()
+        msg = Message(topic, payload, time.time(), source="http",
+                      on_journaled=lambda s: (seq.append(s), journaled.set()))
+        try:
+            self.inbox.put(msg, timeout=10)
+        except queue.Full:
+            raise IngestBusy("intake queue full; try again shortly") from None
+        if not journaled.wait(wait_s):
+            raise IngestBusy("the journal did not take the message in time (full?); try again shortly")
+        return self.processor.replies.take(seq[0], wait_s)
 
     def _live(self, plant: str, stack: str) -> dict | None:
         return self.pipeline.live(plant, stack) if self.processor.ready.is_set() else None

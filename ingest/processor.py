@@ -48,19 +48,23 @@ class Intake(threading.Thread):
                     batch.append(self.inbox.get_nowait())
                 except queue.Empty:
                     break
-            if not self._append(batch):
+            last = self._append(batch)
+            if last is None:
                 return  # stopping: not journaled, not acknowledged; the broker delivers them again
-            for m in batch:
-                self.ack(m)
+            for i, m in enumerate(batch):
+                if m.on_journaled is not None:
+                    m.on_journaled(last - len(batch) + 1 + i)
+                else:
+                    self.ack(m)
             self.journaled += len(batch)
 
-    def _append(self, batch: list[Message]) -> bool:
+    def _append(self, batch: list[Message]) -> int | None:
         delay = 0.5
         while not self.stopping.is_set():
             try:
-                self.journal.append(batch)
+                last = self.journal.append(batch)
                 self.last_error = None
-                return True
+                return last
             except LogFull as e:
                 self.last_error = str(e)
                 log.warning("journal full: not acknowledging until the processor catches up (%s)", e)
@@ -70,19 +74,41 @@ class Intake(threading.Thread):
                 log.error("journal write failed, retrying in %.1f s: %s", delay, e)
                 self.stopping.wait(delay)
                 delay = min(delay * 2, 15.0)
-        return False
+        return None
 
     def stop(self, timeout: float = 10.0) -> None:
         self.stopping.set()
         self.join(timeout)
 
 
+class Replies:
+    """Outcomes of HTTP-ingested messages by journal seq, for the requests waiting on them (bounded)."""
+
+    def __init__(self, keep: int = 10_000):
+        self._cond = threading.Condition()
+        self._done: dict[int, Outcome] = {}
+        self.keep = keep
+
+    def put(self, seq: int, out: Outcome) -> None:
+        with self._cond:
+            self._done[seq] = out
+            while len(self._done) > self.keep:  # nobody waited (a replay after a restart, a timeout)
+                del self._done[next(iter(self._done))]
+            self._cond.notify_all()
+
+    def take(self, seq: int, timeout: float) -> Outcome | None:
+        with self._cond:
+            self._cond.wait_for(lambda: seq in self._done, timeout)
+            return self._done.pop(seq, None)
+
+
 class Processor(threading.Thread):
     def __init__(self, pipeline: Pipeline, journal: Journal, clock: Callable[[], float] = time.time,
-                 tick_s: float = 1.0, batch: int = 500):
+                 tick_s: float = 1.0, batch: int = 500, replies: Replies | None = None):
         super().__init__(name="cems-processor", daemon=True)
         self.pipeline = pipeline
         self.journal = journal
+        self.replies = replies or Replies()
         self.clock = clock
         self.tick_s = tick_s
         self.batch = batch
@@ -123,7 +149,8 @@ class Processor(threading.Thread):
                 if out is None:
                     break  # stopping: the journal still holds it
                 done = seq
-                self.on_outcome(msg, out)
+                if rec.source == "http":
+                    self.replies.put(seq, out)
             if done is not None:
                 self.journal.commit(done)
             now = self.clock()
@@ -147,9 +174,6 @@ class Processor(threading.Thread):
                                              reason=f"internal error: {type(e).__name__}: {e}",
                                              payload=msg.payload)
             return Outcome(rejected=f"internal error: {type(e).__name__}")
-
-    def on_outcome(self, msg: Message, out: Outcome) -> None:
-        """Hook for callers (HTTP ingest waits on it); nothing to do by default."""
 
     def stop(self, timeout: float = 10.0) -> None:
         self.stopping.set()

@@ -1,0 +1,5 @@
+"""fuel (issue 5)."""
+
+from fastapi import APIRouter
+
+router = APIRouter()

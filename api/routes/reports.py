@@ -1,0 +1,5 @@
+"""reports (issue 5)."""
+
+from fastapi import APIRouter
+
+router = APIRouter()
