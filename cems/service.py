@@ -43,6 +43,7 @@ class Service:
         self.intake = Intake(self.inbox, self.journal, ack=self.collector.ack)
         self.pipeline = Pipeline(cfg, self.store, self.deadletters, publish=self.collector.publish)
         self.processor = Processor(self.pipeline, self.journal)
+        self.store.on_drained = self.processor.wake.set  # what waited for the database goes on at once
         self._stop_drain = threading.Event()
         self.drain = threading.Thread(target=self.store.run_drain, args=(self._stop_drain,), name="cems-spool",
                                       daemon=True)

@@ -114,12 +114,14 @@ class Processor(threading.Thread):
         self.batch = batch
         self.stopping = threading.Event()
         self.ready = threading.Event()
+        self.wake = threading.Event()  # set to retry at once (the spool has drained, or stopping)
         self.last_error: str | None = None
         self.last_error_at: float | None = None
 
     def _retry(self, what: str, fn):
         delay = 0.5
         while not self.stopping.is_set():
+            self.wake.clear()  # before trying, so a drain that ends while this attempt fails is not missed
             try:
                 result = fn()
                 self.last_error = None
@@ -127,7 +129,7 @@ class Processor(threading.Thread):
             except (InfluxError, OSError) as e:
                 self.last_error, self.last_error_at = str(e), self.clock()
                 log.warning("%s failed, retrying in %.1f s: %s", what, delay, e)
-                self.stopping.wait(delay)
+                self.wake.wait(delay)
                 delay = min(delay * 2, 15.0)
         return None
 
@@ -177,4 +179,5 @@ class Processor(threading.Thread):
 
     def stop(self, timeout: float = 10.0) -> None:
         self.stopping.set()
+        self.wake.set()
         self.join(timeout)

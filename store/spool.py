@@ -49,6 +49,7 @@ class SpooledInflux:
         self._lock = threading.Lock()
         self._wake = threading.Event()
         self.last_error: str | None = None
+        self.on_drained = lambda: None  # called (from the drain thread) when the spool has just emptied
         self.refused = 0  # writes the database refused, kept in the dead-letter store
         pending = self.log.status()["records"]
         if pending:
@@ -142,6 +143,7 @@ class SpooledInflux:
             self.last_error = None
         if batch and not self.spooling:
             log.info("spool drained: InfluxDB has everything again")
+            self.on_drained()
         return not self.spooling
 
     def run_drain(self, stop: threading.Event) -> None:

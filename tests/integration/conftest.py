@@ -156,15 +156,32 @@ class Running:
         return rows
 
 
+def start_service(b: Backends, tmp: Path, plants: str = STACKS, prefix: str = "it") -> Running:
+    """A `cems serve` of its own (database, MQTT client id, data dir) against `b`, started and ready."""
+    name = f"{prefix}_" + uuid.uuid4().hex[:10]
+    port = ls.free_port()
+    cfg = write_config(tmp / "cems.toml", b, port, tmp / "data", name, f"cems-{name}", plants)
+    run = Running(b, cfg, port, tmp / "data", name, tmp / "service.log")
+    run.start()
+    return run
+
+
 @pytest.fixture
 def service(backends, tmp_path) -> Running:
-    name = "it_" + uuid.uuid4().hex[:10]
-    api_port = ls.free_port()
-    cfg = write_config(tmp_path / "cems.toml", backends, api_port, tmp_path / "data", name, f"cems-{name}")
-    run = Running(backends, cfg, api_port, tmp_path / "data", name, tmp_path / "service.log")
-    run.start()
+    run = start_service(backends, tmp_path)
     yield run
     run.stop()
+
+
+def wait_for(cond, timeout: float, what: str, poll_s: float = 0.1):
+    """Poll `cond` until it returns something truthy (for waits with no service process to watch)."""
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        v = cond()
+        if v:
+            return v
+        time.sleep(poll_s)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
 
 
 def publish(port: int, msgs: list[tuple[str, bytes | str]], client_id: str | None = None) -> None:

@@ -27,7 +27,7 @@ from cems.ingest.hj212_codec import FrameReader, Packet, RawFrame, build_cp, bui
 from cems.ingest.hj212_map import device_contexts
 from cems.ingest.hj212_sim import SimLogger, interval_cp, local_stamp, logger_values, realtime_cp
 from tests.conftest import close
-from tests.integration.conftest import STACKS, Running, publish, write_config
+from tests.integration.conftest import STACKS, Running, publish, wait_for, write_config
 from tests.integration.test_end_to_end import K1, check_hours, day_start, wait_hours
 
 pytestmark = pytest.mark.integration
@@ -57,17 +57,6 @@ stack = "k2"
 sm4_key = "{KEY_K2}"
 """
 TZ = dt.timezone(dt.timedelta(hours=8))
-
-
-def wait_for(cond, timeout: float, what: str):
-    """Poll `cond` until it returns something truthy."""
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        v = cond()
-        if v:
-            return v
-        time.sleep(0.05)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
 
 
 class BridgeThread:

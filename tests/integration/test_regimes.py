@@ -5,13 +5,11 @@ with the average of the hours before and after), and the eu and us_part75 regime
 import datetime as dt
 import json
 import math
-import uuid
 
 import pytest
 
-from cems import localservices as ls
 from tests.conftest import close, qsn_closed_form
-from tests.integration.conftest import Running, publish, write_config
+from tests.integration.conftest import publish, start_service
 
 pytestmark = pytest.mark.integration
 TZ = dt.timezone(dt.timedelta(hours=8))
@@ -51,11 +49,7 @@ B = {"flow_m3h": 1.50e6, "co2_pct": 13.0, "temp_c": 52.0, "press_kpa": 101.2, "h
 
 @pytest.fixture
 def svc(backends, tmp_path):
-    name = "rg_" + uuid.uuid4().hex[:10]
-    port = ls.free_port()
-    cfg = write_config(tmp_path / "cems.toml", backends, port, tmp_path / "data", name, f"cems-{name}", PLANTS)
-    run = Running(backends, cfg, port, tmp_path / "data", name, tmp_path / "service.log")
-    run.start()
+    run = start_service(backends, tmp_path, PLANTS, prefix="rg")
     yield run
     run.stop()
 
