@@ -5,9 +5,11 @@ from dataclasses import dataclass
 
 from fastapi import HTTPException, Request
 
-from cems.config import TokenConfig
+from cems.config import PlantConfig, TokenConfig
 
 READ_ROLES = frozenset({"operator", "regulator", "admin"})
+FUEL_ROLES = frozenset({"operator", "admin"})
+REPORT_ROLES = frozenset({"regulator", "admin"})
 
 
 @dataclass(frozen=True)
@@ -51,4 +53,31 @@ def reader(request: Request) -> Principal:
     p = principal(request)
     if p.role not in READ_ROLES:
         raise HTTPException(403, f"role {p.role!r} may not read figures")
+    return p
+
+
+def _role(request: Request, roles: frozenset[str], what: str) -> Principal:
+    p = principal(request)
+    if p.role not in roles:
+        raise HTTPException(403, f"role {p.role!r} may not {what} ({' or '.join(sorted(roles))} only)")
+    return p
+
+
+def operator(request: Request) -> Principal:
+    """The caller, if its role may submit fuel data (operator, admin); 401/403 otherwise."""
+    return _role(request, FUEL_ROLES, "submit fuel data")
+
+
+def report_reader(request: Request) -> Principal:
+    """The caller, if its role may pull reconciled reports (regulator, admin); 401/403 otherwise."""
+    return _role(request, REPORT_ROLES, "pull reconciled reports")
+
+
+def visible_plant(request: Request, who: Principal, plant: str) -> PlantConfig:
+    """The plant's config: 403 outside the token's scope, 404 if there is no such plant."""
+    if not who.may_see(plant):
+        raise HTTPException(403, f"token may not see plant {plant!r}")
+    p = request.app.state.cfg.plant(plant)
+    if p is None:
+        raise HTTPException(404, f"no plant {plant!r}")
     return p

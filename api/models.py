@@ -1,6 +1,9 @@
 """Response bodies of DESIGN §7 (contract): field names and meanings are fixed there."""
 
-from pydantic import BaseModel, Field
+import datetime as dt
+import re
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 
 class Health(BaseModel):
@@ -85,3 +88,141 @@ class MinuteItem(BaseModel):
 
 class MinuteList(BaseModel):
     items: list[MinuteItem]
+
+
+# ---- reconciliation (DESIGN §5): fuel data, CEMS vs calculation, the regulators' report --------------------
+
+_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+
+
+class FuelIn(BaseModel):
+    """One day's fuel data for a plant (DESIGN §5, the calculation method). Numbers must be JSON numbers."""
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
+        {"date": "2025-11-24", "fuel_t": 3100.0, "carbon_frac": 0.62, "oxidation": 0.98}]})
+
+    date: dt.date = Field(description="the plant's local calendar date the fuel was burnt, YYYY-MM-DD; "
+                                      "not in the future")
+    fuel_t: float = Field(gt=0, strict=True, allow_inf_nan=False, description="fuel burnt that day [t]")
+    carbon_frac: float = Field(gt=0, le=1, strict=True, allow_inf_nan=False,
+                               description="carbon content of the fuel as a mass fraction, (0, 1] (0.62 for 62 %)")
+    oxidation: float = Field(gt=0, le=1, strict=True, allow_inf_nan=False,
+                             description="oxidation factor, (0, 1] (the share of the carbon burnt to CO2)")
+
+    @field_validator("date", mode="before")
+    @classmethod
+    def _iso_date(cls, v):
+        if not isinstance(v, str) or not _DATE.match(v):
+            raise ValueError(f"must be a date written YYYY-MM-DD (the plant's local date), not {v!r}")
+        try:
+            return dt.date.fromisoformat(v)
+        except ValueError:
+            raise ValueError(f"{v!r} is not a calendar date") from None
+
+
+class FuelRecord(BaseModel):
+    """A stored day of fuel data with the CO2 it yields by calculation."""
+
+    model_config = ConfigDict(json_schema_extra={"examples": [
+        {"plant": "wusha", "date": "2025-11-24", "fuel_t": 3100.0, "carbon_frac": 0.62, "oxidation": 0.98,
+         "calculated_t": 6906.386666666666, "submitted_by": "wusha-operator",
+         "submitted_at": "2025-11-25T09:12:03.512000+08:00"}]})
+
+    plant: str
+    date: str = Field(description="the plant's local date, YYYY-MM-DD")
+    fuel_t: float = Field(description="fuel burnt that day [t]")
+    carbon_frac: float = Field(description="carbon content, mass fraction")
+    oxidation: float = Field(description="oxidation factor")
+    calculated_t: float = Field(description="CO2 by calculation [t] = fuel_t x carbon_frac x oxidation x 44/12")
+    submitted_by: str = Field(description="name of the token that submitted it")
+    submitted_at: str = Field(description="when it was stored, ISO 8601 in the plant's zone")
+
+
+_DAY_EXAMPLE = {"date": "2025-11-24", "cems_t": 7120.55, "calculated_t": 6906.386666666666,
+                "deviation_pct": 3.1009461773546882, "flagged": False, "final": True}
+_HOUR_EXAMPLE = {"start": "2025-11-24T00:00:00+08:00", "co2_t": 281.2, "co2_mg_m3": 245550.0, "qsn_m3_h": 1145190.0,
+                 "valid_minutes": 60, "operating_minutes": 60, "status": "measured", "method": None, "revision": 0,
+                 "final": True}
+_TOTALS_EXAMPLE = {"cems_t": 7120.55, "calculated_t": 6906.386666666666}
+
+
+class ComparisonDay(BaseModel):
+    """CEMS vs calculation for one local calendar day of a plant (all its stacks)."""
+
+    model_config = ConfigDict(json_schema_extra={"examples": [_DAY_EXAMPLE]})
+
+    date: str = Field(description="the plant's local date, YYYY-MM-DD")
+    cems_t: float = Field(description="sum over every stack of the plant of the day's hour masses [t], derived "
+                                      "as `/stacks/{plant}/{stack}/days` derives `co2_t`")
+    calculated_t: float | None = Field(description="CO2 by the fuel calculation [t]; null without fuel data")
+    deviation_pct: float | None = Field(description="(cems_t - calculated_t) / calculated_t x 100 [%]; null without "
+                                                    "fuel data or when calculated_t is 0")
+    flagged: bool = Field(description="|deviation_pct| is beyond the plant's `fuel_tolerance_pct`")
+    final: bool = Field(description="every hour of the day (within the asked range) of every stack is final")
+
+
+class Comparison(BaseModel):
+    """CEMS vs calculation per local day of a plant."""
+
+    model_config = ConfigDict(json_schema_extra={"examples": [
+        {"plant": "wusha", "tolerance_pct": 10.0, "items": [_DAY_EXAMPLE]}]})
+
+    plant: str
+    tolerance_pct: float = Field(description="the plant's `fuel_tolerance_pct`: the band beyond which a day is "
+                                             "flagged [%]")
+    items: list[ComparisonDay] = Field(description="local days with hour figures or fuel data, ascending")
+
+
+class ReconciledHour(BaseModel):
+    """A final hour figure, as `/stacks/{plant}/{stack}/hours` serves it."""
+
+    model_config = ConfigDict(json_schema_extra={"examples": [_HOUR_EXAMPLE]})
+
+    start: str = Field(description="hour start, ISO 8601 in the plant's zone")
+    co2_t: float | None = Field(description="hour CO2 mass [t]")
+    co2_mg_m3: float | None = Field(description="hour CO2 mass concentration [mg/m3] (null for us_part75)")
+    qsn_m3_h: float | None = Field(description="hour dry standard flow [m3/h] (null for us_part75)")
+    valid_minutes: int = Field(description="valid minutes of the hour")
+    operating_minutes: int = Field(description="60 minus stopped minutes")
+    status: str = Field(description="measured | substituted | stopped")
+    method: str | None = Field(description="substitution method code, null for measured hours")
+    revision: int = Field(description="times the hour was recomputed after it was final")
+    final: bool = Field(description="always true here: the report lists final hours only")
+
+
+class ReconciledStack(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [{"stack": "u1", "hours": [_HOUR_EXAMPLE]}]})
+
+    stack: str
+    hours: list[ReconciledHour] = Field(description="the stack's final hours in the range, ascending")
+
+
+class ReconciledTotals(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [_TOTALS_EXAMPLE]})
+
+    cems_t: float = Field(description="sum of `co2_t` of the hours listed (final hours only) [t]")
+    calculated_t: float | None = Field(description="sum of the fuel calculation over the range's days [t]; null "
+                                                   "without any fuel data")
+
+
+class ReconciledReport(BaseModel):
+    """Final hourly figures of every stack of a plant with the daily CEMS-vs-calculation comparison."""
+
+    model_config = ConfigDict(json_schema_extra={"examples": [
+        {"plant": "wusha", "regime": "china", "start": "2025-11-24T00:00:00+08:00",
+         "end": "2025-11-25T00:00:00+08:00", "stacks": [{"stack": "u1", "hours": [_HOUR_EXAMPLE]}],
+         "days": [_DAY_EXAMPLE], "totals": _TOTALS_EXAMPLE, "complete": True},
+        {"plant": "wusha", "regime": "china", "start": "2025-11-24T00:00:00+08:00",
+         "end": "2025-11-25T00:00:00+08:00", "stacks": [{"stack": "u1", "hours": [_HOUR_EXAMPLE]}],
+         "days": [_DAY_EXAMPLE | {"final": False}], "totals": _TOTALS_EXAMPLE, "complete": False, "not_final": 3}]})
+
+    plant: str
+    regime: str = Field(description="china | eu | us_part75: the rules that produced the figures")
+    start: str = Field(description="inclusive, ISO 8601 in the plant's zone")
+    end: str = Field(description="exclusive, ISO 8601 in the plant's zone")
+    stacks: list[ReconciledStack]
+    days: list[ComparisonDay] = Field(description="CEMS vs calculation per local day (as `/plants/{plant}/comparison`)")
+    totals: ReconciledTotals
+    complete: bool = Field(description="every hour of every stack in the range is final")
+    not_final: int = Field(0, description="present only when `complete` is false: stack-hours of the range without a "
+                                          "final figure (not final yet, or no figure at all)")

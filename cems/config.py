@@ -140,6 +140,7 @@ class PlantConfig(_Section):
     lock_after_days: int = Field(K.LOCK_AFTER_DAYS, ge=1, le=3660)
     lateness_h: float = Field(K.LATENESS_S / 3600, ge=0, le=240)
     settle_s: float = Field(30.0, ge=0, le=3600)  # quiet time before an hour past lateness becomes final
+    fuel_tolerance_pct: float = Field(10.0, gt=0, allow_inf_nan=False)  # CEMS vs fuel calculation band (§5)
     stacks: list[StackConfig] = Field(min_length=1)
 
     @field_validator("timezone")

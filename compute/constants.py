@@ -22,3 +22,6 @@ P0_KPA_US = 29.92 * 3.386389  # 29.92 inHg in kPa
 SCF_PER_M3 = 35.31466672  # cubic feet per cubic metre
 KG_PER_SHORT_TON = 907.18474
 HOUR_MIN_VALID_PCT_US = 0  # Part 75 judges an hour by the quadrant rule (75.10(d)), not a share of minutes
+# t CO2 per t carbon burnt, exactly as DESIGN §5 (and the accounting guidelines) write it. With today's
+# molar masses it would be 44.0095 / 12.011 = 3.6641 (0.07 % less).
+CO2_PER_C = 44 / 12

@@ -3,7 +3,10 @@
 Tags: `plant`, `stack`. Timestamps: interval start (UTC), epoch milliseconds. Units are in field names.
 """
 
+import datetime as dt
 import math
+
+import orjson
 
 from cems.compute.channels import NAMES
 from cems.store.influx import Influx, quote_str
@@ -91,3 +94,45 @@ def minute_mass_sums(db: Influx, plant: str, stack: str, since_s: int, until_s: 
     rows = db.query(f"SELECT sum(mass_kg) FROM {MINUTE} WHERE "
                     f"{_where(plant, stack, since_s * 1000, until_s * 1000)} GROUP BY time({interval}){tzc}")
     return {int(r["time"]) // 1000: float(r["sum"]) for r in rows if r.get("sum") is not None}
+
+
+# ---- fuel data (DESIGN §5, CEMS vs calculation): tag `plant`, time = local midnight of the plant's date ------
+
+FUEL = "fuel"
+FUEL_FIELDS = ("fuel_t", "carbon_frac", "oxidation", "calculated_t", "submitted_by", "submitted_at")
+
+
+def _plant_where(plant: str, start_ms: int, end_ms: int) -> str:
+    return f"plant = {quote_str(plant)} AND time >= {int(start_ms)}ms AND time < {int(end_ms)}ms"
+
+
+def fuel_line(plant: str, day_start_s: int, record: dict) -> str:
+    """One day's fuel data; written with precision "ms". The same day again overwrites it (same series and time)."""
+    fields = {k: record[k] for k in FUEL_FIELDS}
+    for k in ("fuel_t", "carbon_frac", "oxidation", "calculated_t"):
+        fields[k] = float(fields[k])  # never an integer field: InfluxDB would refuse a float later
+    return line(FUEL, {"plant": plant}, fields, day_start_s * 1000)
+
+
+def fuel_rows(db: Influx, plant: str, start_s: int, end_s: int) -> dict[int, dict]:
+    """Fuel records keyed by their local midnight [epoch s], for midnights in [start_s, end_s)."""
+    rows = db.query(f"SELECT * FROM {FUEL} WHERE {_plant_where(plant, start_s * 1000, end_s * 1000)}")
+    return {int(r["time"]) // 1000: {k: r.get(k) for k in FUEL_FIELDS} for r in rows}
+
+
+def fuel_audit_line(plant: str, day_start_s: int, old: dict, new: dict, cause: str, time_ns: int) -> str:
+    """An `audit` record (kind `fuel`) of a replaced day of fuel data; written with precision "ns".
+
+    `time_ns` must be unique per record (the time of the change plus a counter), so records made in the same
+    instant all stay. `target` is the day's local midnight in UTC, as the pipeline's audit records write it.
+    """
+    fields = {"target": dt.datetime.fromtimestamp(day_start_s, dt.UTC).isoformat(),
+              "old": orjson.dumps(old).decode(), "new": orjson.dumps(new).decode(), "cause": cause}
+    return line(AUDIT, {"plant": plant, "kind": "fuel"}, fields, time_ns)
+
+
+def final_hour_counts(db: Influx, plant: str, start_s: int, end_s: int) -> dict[str, int]:
+    """Number of final hour figures per stack of `plant` with start in [start_s, end_s)."""
+    rows = db.query(f"SELECT count(status) FROM {HOUR} WHERE {_plant_where(plant, start_s * 1000, end_s * 1000)} "
+                    "AND final = true GROUP BY stack")
+    return {r["stack"]: int(r["count"]) for r in rows if r.get("count")}

@@ -44,7 +44,8 @@ def _stack(request: Request, who: Principal, plant: str, stack: str) -> tuple[Pl
     return p, s
 
 
-def _num(v) -> float | None:
+def fnum(v) -> float | None:
+    """A stored number as a float, None where it is missing or NaN (JSON has no NaN)."""
     return None if v is None or (isinstance(v, float) and math.isnan(v)) else float(v)
 
 
@@ -73,7 +74,7 @@ def live(request: Request, who: Reader, plant: str, stack: str) -> Live:
 def _vs_logger(row: dict, reported_kg: float | None) -> dict:
     if reported_kg is None:
         return {}
-    ours = _num(row.get("mass_t"))
+    ours = fnum(row.get("mass_t"))
     theirs = reported_kg / 1000
     return {"reported_co2_t": theirs, "reported_diff_t": None if ours is None else ours - theirs}
 
@@ -81,7 +82,7 @@ def _vs_logger(row: dict, reported_kg: float | None) -> dict:
 def _part75(row: dict) -> dict | None:
     if row.get("regime") != "us_part75":
         return None
-    return {k: _num(row.get(k)) for k in schema.PART75_FIELDS}
+    return {k: fnum(row.get(k)) for k in schema.PART75_FIELDS}
 
 
 def _hour_rows(request: Request, plant: str, stack: str, start_s: int, end_s: int) -> dict[int, dict]:
@@ -96,8 +97,8 @@ def hours(request: Request, who: Reader, plant: str, stack: str,
     s, e = parse_range(start, end, p.timezone, MAX_HOUR_RANGE_DAYS)
     rows = _hour_rows(request, plant, stack, s, e)
     logger = schema.reported_co2_kg(request.app.state.db, plant, stack, "hour", s, e)
-    items = [HourItem(start=iso(h, p.timezone), co2_t=_num(r.get("mass_t")), co2_mg_m3=_num(r.get("co2_mg_m3")),
-                      qsn_m3_h=_num(r.get("qsn_m3_h")), valid_minutes=int(r.get("valid_min") or 0),
+    items = [HourItem(start=iso(h, p.timezone), co2_t=fnum(r.get("mass_t")), co2_mg_m3=fnum(r.get("co2_mg_m3")),
+                      qsn_m3_h=fnum(r.get("qsn_m3_h")), valid_minutes=int(r.get("valid_min") or 0),
                       operating_minutes=int(r.get("op_min") or 0), status=r.get("status") or "missing",
                       method=r.get("method") or None, revision=int(r.get("revision") or 0),
                       final=bool(r.get("final")), part75_reported=_part75(r), **_vs_logger(r, logger.get(h)))
@@ -115,11 +116,11 @@ def minutes(request: Request, who: Reader, plant: str, stack: str,
     rows = schema.figure_rows(request.app.state.db, schema.MINUTE, schema.MINUTE_FIELDS, plant, stack, s, e)
     items = []
     for m, r in sorted(rows.items()):
-        rate = _num(r.get("rate_kg_h"))
+        rate = fnum(r.get("rate_kg_h"))
         items.append(MinuteItem(start=iso(m, p.timezone), status=r.get("status") or "invalid",
                                 readings=int(r.get("n") or 0), valid_readings=int(r.get("n_valid") or 0),
-                                co2_kg=_num(r.get("mass_kg")), rate_t_h=None if rate is None else rate / 1000,
-                                co2_mg_m3=_num(r.get("co2_mg_m3")), qsn_m3_h=_num(r.get("qsn_m3_h"))))
+                                co2_kg=fnum(r.get("mass_kg")), rate_t_h=None if rate is None else rate / 1000,
+                                co2_mg_m3=fnum(r.get("co2_mg_m3")), qsn_m3_h=fnum(r.get("qsn_m3_h"))))
     return MinuteList(items=items)
 
 
@@ -138,7 +139,7 @@ def days(request: Request, who: Reader, plant: str, stack: str,
     first, offsets = group_offsets(keys)
     ordered = [rows[int(h)] for h in starts]
     status = np.array([HOUR_STATUS_NAMES.index(r.get("status") or "missing") for r in ordered], np.int8)
-    mass = np.array([np.nan if _num(r.get("mass_t")) is None else _num(r.get("mass_t")) for r in ordered])
+    mass = np.array([np.nan if fnum(r.get("mass_t")) is None else fnum(r.get("mass_t")) for r in ordered])
     final = np.array([bool(r.get("final")) for r in ordered])
     figs = day_figures(offsets, status, mass, final)
     now = time.time()
