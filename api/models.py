@@ -6,12 +6,28 @@ import re
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 
+def example(**body) -> ConfigDict:
+    """A model's example for the OpenAPI document."""
+    return ConfigDict(json_schema_extra={"examples": [body]})
+
+
 class Health(BaseModel):
+    model_config = example(
+        status="degraded",
+        checks={"pipeline": {"ok": True, "ready": True, "accepted": 1204800},
+                "influx": {"ok": False, "error": "InfluxDB at http://influxdb:8086 unreachable"},
+                "journal": {"ok": True, "bytes": 77490, "segments": 1, "unprocessed": 0},
+                "spool": {"ok": False, "records": 31, "lines": 1860, "bytes": 342912, "oldest_age_s": 42.5}})
+
     status: str = Field(description="ok | degraded | starting")
     checks: dict
 
 
 class StackItem(BaseModel):
+    model_config = example(
+        plant="wusha", stack="u1", name="Unit 1", last_reading_at="2026-11-26T09:41:59+08:00",
+        rate_t_h=281.37)
+
     plant: str
     stack: str
     name: str
@@ -24,6 +40,11 @@ class StackList(BaseModel):
 
 
 class Live(BaseModel):
+    model_config = example(
+        plant="wusha", stack="u1", at="2026-11-26T09:41:59+08:00", rate_t_h=281.37, hour_to_date_t=192.4,
+        day_to_date_t=2510.9, month_to_date_t=161023.0, year_to_date_t=1712408.0, status="valid",
+        last_reading_at="2026-11-26T09:41:59+08:00", latest_valid_minute="2026-11-26T09:40:00+08:00")
+
     plant: str
     stack: str
     at: str = Field(description="time of the figures: the newest reading (at most now)")
@@ -38,6 +59,10 @@ class Live(BaseModel):
 
 
 class HourItem(BaseModel):
+    model_config = example(
+        start="2026-11-26T08:00:00+08:00", co2_t=279.81, co2_mg_m3=225880.4, qsn_m3_h=1238770.0,
+        valid_minutes=60, operating_minutes=60, status="measured", method=None, revision=0, final=True)
+
     start: str
     co2_t: float | None = Field(description="hour CO2 mass [t]; null while a substitute is pending")
     co2_mg_m3: float | None
@@ -62,6 +87,10 @@ class HourList(BaseModel):
 
 
 class DayItem(BaseModel):
+    model_config = example(
+        date="2026-11-25", co2_t=6702.3, measured_hours=23, substituted_hours=1, stopped_hours=0,
+        valid=True, final=True)
+
     date: str
     co2_t: float
     measured_hours: int
@@ -76,6 +105,10 @@ class DayList(BaseModel):
 
 
 class MinuteItem(BaseModel):
+    model_config = example(
+        start="2026-11-26T09:40:00+08:00", status="valid", readings=60, valid_readings=60,
+        co2_kg=4689.5, rate_t_h=281.37, co2_mg_m3=225880.4, qsn_m3_h=1245600.0)
+
     start: str
     status: str = Field(description="valid | invalid | stopped")
     readings: int
