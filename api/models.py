@@ -128,6 +128,9 @@ class MinuteList(BaseModel):
 _DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 
 
+FIRST_DATE = dt.date(2000, 1, 1)  # fuel data before it (and readings, see ingest/decode.py) is refused
+
+
 class FuelIn(BaseModel):
     """One day's fuel data for a plant (DESIGN §5, the calculation method). Numbers must be JSON numbers."""
 
@@ -136,7 +139,8 @@ class FuelIn(BaseModel):
 
     date: dt.date = Field(description="the plant's local calendar date the fuel was burnt, YYYY-MM-DD; "
                                       "not in the future")
-    fuel_t: float = Field(gt=0, strict=True, allow_inf_nan=False, description="fuel burnt that day [t]")
+    fuel_t: float = Field(gt=0, le=1e7, strict=True, allow_inf_nan=False,
+                          description="fuel burnt that day [t], at most 10 million (a plant's day is thousands)")
     carbon_frac: float = Field(gt=0, le=1, strict=True, allow_inf_nan=False,
                                description="carbon content of the fuel as a mass fraction, (0, 1] (0.62 for 62 %)")
     oxidation: float = Field(gt=0, le=1, strict=True, allow_inf_nan=False,
@@ -148,9 +152,12 @@ class FuelIn(BaseModel):
         if not isinstance(v, str) or not _DATE.match(v):
             raise ValueError(f"must be a date written YYYY-MM-DD (the plant's local date), not {v!r}")
         try:
-            return dt.date.fromisoformat(v)
+            d = dt.date.fromisoformat(v)
         except ValueError:
             raise ValueError(f"{v!r} is not a calendar date") from None
+        if d < FIRST_DATE:
+            raise ValueError(f"{v!r} is before {FIRST_DATE.isoformat()}")
+        return d
 
 
 class FuelRecord(BaseModel):

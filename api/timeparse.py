@@ -7,6 +7,7 @@ from zoneinfo import ZoneInfo
 from fastapi import HTTPException
 
 _DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+FIRST_YEAR, LAST_YEAR = 1970, 2199  # queries outside are refused (InfluxDB stores 1677..2262)
 
 
 def local_midnight(d: dt.date, tz: str) -> int:
@@ -17,11 +18,13 @@ def local_midnight(d: dt.date, tz: str) -> int:
 def parse_time(name: str, value: str, tz: str) -> int:
     """Epoch seconds of `value`; 422 with a precise message if it is not a usable time."""
     try:
-        if _DATE.match(value):
-            return local_midnight(dt.date.fromisoformat(value), tz)
-        t = dt.datetime.fromisoformat(value)
+        t = dt.date.fromisoformat(value) if _DATE.match(value) else dt.datetime.fromisoformat(value)
     except ValueError:
         raise HTTPException(422, f"{name}: {value!r} is not an ISO 8601 time or a YYYY-MM-DD date") from None
+    if not FIRST_YEAR <= t.year <= LAST_YEAR:
+        raise HTTPException(422, f"{name}: {value!r} is outside the years {FIRST_YEAR}..{LAST_YEAR}")
+    if not isinstance(t, dt.datetime):
+        return local_midnight(t, tz)
     if t.tzinfo is None:
         raise HTTPException(422, f"{name}: {value!r} has no UTC offset (add one, e.g. +08:00, or give a date)")
     return int(t.timestamp())

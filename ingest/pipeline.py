@@ -254,14 +254,21 @@ class Pipeline:
         n = len(d)
         cls = classify_readings(d.values, d.flags, np.full(n, st.row), self.params.cal_a, self.params.cal_b,
                                 self.params.lo, self.params.hi, self.params.required)
-        minutes = d.ts_ms // 60000 * 60
-        self._ensure_loaded(st, minutes, now)
+        minute_arr = d.ts_ms // 60000 * 60
+        self._ensure_loaded(st, minute_arr, now)
+        # Python lists once, rather than NumPy scalars reading by reading.
+        minutes, ts_list, vals = minute_arr.tolist(), d.ts_ms.tolist(), d.values.tolist()
+        validity, reasons = cls.validity.tolist(), cls.reason.tolist()
         pending: dict[tuple[int, int], Raw] = {}
-        lines, audits = [], []
+        keep: list[int] = []
+        audits = []
         for i in range(n):
-            m, ts = int(minutes[i]), int(d.ts_ms[i])
-            rec = (tuple(float(x) for x in d.values[i]), d.status[i], d.gw, d.seq)
-            old = pending.get((m, ts)) or st.raw.get(m, {}).get(ts)
+            m, ts = minutes[i], ts_list[i]
+            rec = (tuple(vals[i]), d.status[i], d.gw, d.seq)
+            old = pending.get((m, ts))
+            if old is None:
+                bucket = st.raw.get(m)
+                old = bucket.get(ts) if bucket else None
             if old is not None:
                 if _same(old, rec):
                     out.duplicates += 1
@@ -271,15 +278,23 @@ class Pipeline:
                                                {"old": self._raw_json(old), "new": self._raw_json(rec)},
                                                f"gateway correction gw={d.gw} seq={d.seq}"))
             pending[(m, ts)] = rec
-            v = int(cls.validity[i])
-            if v != 0:
+            keep.append(i)
+            if validity[i] != 0:
                 out.invalid += 1
-            lines.append(schema.reading_line(plant, stack, ts, d.values[i], d.status[i], VALIDITY_NAMES[v],
-                                             describe_reason(int(cls.reason[i]), d.status[i]), d.gw, d.seq))
+        lines = schema.reading_lines(plant, stack, [ts_list[i] for i in keep], [vals[i] for i in keep],
+                                     [d.status[i] for i in keep], [VALIDITY_NAMES[validity[i]] for i in keep],
+                                     [describe_reason(reasons[i], d.status[i]) if reasons[i] else "" for i in keep],
+                                     d.gw, d.seq)
         self._write(lines, audits)
         # Only now, with the raw record stored, does the state change.
+        touched = set()
         for (m, ts), rec in pending.items():
-            st.raw.setdefault(m, {})[ts] = rec
+            bucket = st.raw.get(m)
+            if bucket is None:
+                bucket = st.raw[m] = {}
+            bucket[ts] = rec
+            touched.add(m)
+        for m in touched:
             st.dirty_minutes.add(m)
             st.series.touch(m - m % 3600, now)
         if pending:

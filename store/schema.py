@@ -10,7 +10,7 @@ import orjson
 
 from cems.compute.channels import NAMES
 from cems.store.influx import Influx, quote_str
-from cems.store.lineproto import line
+from cems.store.lineproto import line, string_field, tag
 
 READING, MINUTE, HOUR, REJECTED, AUDIT, REPORTED = "reading", "minute", "hour", "rejected", "audit", "reported"
 MINUTE_FIELDS = ("status", "n", "n_valid", "n_stopped", *NAMES, "qs_m3_h", "qsn_m3_h", "co2_dry_pct",
@@ -21,6 +21,7 @@ HOUR_FIELDS = ("status", "method", "valid_min", "stopped_min", "op_min", "co2_mg
                "co2_pct_reported", "flow_scfh_reported", "rate_short_tons_h", "rate_short_tons_h_reported",
                "mass_short_tons", "mass_short_tons_reported")
 PART75_FIELDS = HOUR_FIELDS[-6:]
+_ALL_FINITE = ",".join(f"{n}=%r" for n in NAMES)
 
 
 def first_of(row: dict, *keys):
@@ -36,6 +37,40 @@ def reading_line(plant: str, stack: str, ts_ms: int, values, status: str, validi
     if seq is not None:
         fields["seq"] = seq
     return line(READING, {"plant": plant, "stack": stack}, fields, ts_ms)
+
+
+def reading_lines(plant: str, stack: str, ts_ms: list[int], values: list[list[float]], status: list[str],
+                  validity: list[str], reason: list[str], gw: str | None, seq: int | None) -> list[str]:
+    """`reading_line` for many readings of one message, the same bytes, built without per-field dispatch.
+
+    `values` rows are Python floats in `NAMES` order (``array.tolist()``); NaN and +-inf are left out and
+    named in `nulls`, as `line` does.
+    """
+    head = f"{READING},plant={tag(plant)},stack={tag(stack)} "
+    tail = f",gw={string_field(gw or '')}" + ("" if seq is None else f",seq={int(seq)}i")
+    strings: dict[tuple[str, str, str], str] = {}
+    out = []
+    for ts, row, st, va, re_ in zip(ts_ms, values, status, validity, reason, strict=True):
+        key = (st, va, re_)
+        sv = strings.get(key)
+        if sv is None:
+            sv = strings[key] = (f"status={string_field(st)},validity={string_field(va)},"
+                                 f"reason={string_field(re_)}{tail},nulls=")
+        # The common case, every channel finite (then so is the sum, barring overflow, which takes the
+        # slow path): one formatting call (%r is repr, as `line` writes).
+        total = sum(row)
+        if total - total == 0.0:
+            out.append(f"{head}{_ALL_FINITE % tuple(row)},{sv}\"\" {ts}")
+            continue
+        parts, nulls = [], []
+        for name, v in zip(NAMES, row, strict=True):
+            if v - v == 0.0:  # finite (NaN and +-inf give NaN)
+                parts.append(f"{name}={v!r}")
+            else:
+                nulls.append(name)
+        parts.append(sv + string_field(",".join(nulls)))
+        out.append(f"{head}{','.join(parts)} {ts}")
+    return out
 
 
 def figure_line(measurement: str, plant: str, stack: str, start_s: int, row: dict) -> str:

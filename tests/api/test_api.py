@@ -138,6 +138,8 @@ def test_hours_shape_times_and_nan(client):
     ({"start": "2025-11-25", "end": "2025-11-24"}, "must be after start"),
     ({"start": "2025-11-24T00:00:00", "end": "2025-11-25"}, "no UTC offset"),
     ({"start": "yesterday", "end": "2025-11-25"}, "not an ISO 8601 time"),
+    ({"start": "0001-01-01", "end": "0001-01-02"}, "outside the years 1970..2199"),
+    ({"start": "2025-11-24", "end": "9999-12-31T00:00:00+00:00"}, "outside the years 1970..2199"),
     ({"start": "2020-01-01", "end": "2025-11-25"}, "longer than"),
 ])
 def test_bad_ranges_are_422_with_a_reason(client, params, fragment):

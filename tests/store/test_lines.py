@@ -1,0 +1,30 @@
+"""The bulk reading-line builder writes exactly the bytes of the per-point one."""
+
+import math
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from cems.compute.channels import NAMES
+from cems.store import schema
+
+value = st.one_of(st.floats(allow_nan=True, allow_infinity=True), st.sampled_from([0.0, -0.0, 12.5, 1e308, -1e308]))
+text = st.text(alphabet=st.characters(codec="utf-8", exclude_categories=("Cs",)), max_size=8)
+reading = st.tuples(st.integers(0, 2**42), st.lists(value, min_size=len(NAMES), max_size=len(NAMES)),
+                    st.sampled_from(["N", "D", 'x"y', "C"]), st.sampled_from(["valid", "invalid", "stopped"]), text)
+
+
+@settings(max_examples=300, deadline=None)
+@given(readings=st.lists(reading, min_size=1, max_size=6), gw=st.one_of(st.none(), text),
+       seq=st.one_of(st.none(), st.integers(0, 2**53)), plant=st.sampled_from(["p", "p,1", "a b=c"]))
+def test_same_bytes_as_reading_line(readings, gw, seq, plant):
+    ts, vals, status, validity, reason = (list(x) for x in zip(*readings, strict=True))
+    got = schema.reading_lines(plant, "s1", ts, vals, status, validity, reason, gw, seq)
+    want = [schema.reading_line(plant, "s1", *r, gw, seq) for r in readings]
+    assert got == want
+
+
+def test_finite_rows_take_the_fast_path_and_others_name_their_nulls():
+    rows = [[1.0] * len(NAMES), [math.nan] + [2.0] * (len(NAMES) - 1)]
+    a, b = schema.reading_lines("p", "s", [1, 2], rows, ["N", "N"], ["valid", "invalid"], ["", "x"], "g", 1)
+    assert 'nulls=""' in a and f'nulls="{NAMES[0]}"' in b and f"{NAMES[0]}=" not in b
