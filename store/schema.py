@@ -47,6 +47,7 @@ def reading_lines(plant: str, stack: str, ts_ms: list[int], values: list[list[fl
     named in `nulls`, as `line` does.
     """
     head = f"{READING},plant={tag(plant)},stack={tag(stack)} "
+    fast = head.replace("%", "%%") + _ALL_FINITE + ",%s\"\" %d"
     tail = f",gw={string_field(gw or '')}" + ("" if seq is None else f",seq={int(seq)}i")
     strings: dict[tuple[str, str, str], str] = {}
     out = []
@@ -60,7 +61,7 @@ def reading_lines(plant: str, stack: str, ts_ms: list[int], values: list[list[fl
         # slow path): one formatting call (%r is repr, as `line` writes).
         total = sum(row)
         if total - total == 0.0:
-            out.append(f"{head}{_ALL_FINITE % tuple(row)},{sv}\"\" {ts}")
+            out.append(fast % (*row, sv, ts))
             continue
         parts, nulls = [], []
         for name, v in zip(NAMES, row, strict=True):
