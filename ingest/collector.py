@@ -1,8 +1,9 @@
 """The MQTT collector: a paho-mqtt 2.x client on a persistent session, QoS 1, manual acknowledgement.
 
 Callbacks do nothing but hand messages to a bounded queue (backpressure: when the queue is full paho
-stops reading and the broker holds the messages). A message is acknowledged (PUBACK) only when the
-processor says its readings are stored, so a crash before that makes the broker deliver it again.
+stops reading and the broker holds the messages). A message is acknowledged (PUBACK) only once the intake
+thread has journaled it on disk (`ingest/processor.py`, decision 0001), so a crash before that makes the
+broker deliver it again.
 """
 
 import logging
