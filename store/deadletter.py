@@ -1,7 +1,8 @@
 """The dead-letter store: every rejected message, whole, with its reason, in daily JSON-lines files.
 
-Files live under ``{data_dir}/deadletter/YYYY-MM-DD.jsonl`` (UTC date of receipt) and are fsync'd before
-the message is acknowledged to the broker, so a rejection is never lost even while InfluxDB is down.
+Files live under ``{data_dir}/deadletter/YYYY-MM-DD.jsonl`` (UTC date of receipt). Each record is fsync'd
+before the journal's checkpoint passes the message, so a rejection is never lost even while InfluxDB is
+down (and a message handled twice after a crash may be recorded twice: the same payload and reason).
 """
 
 import base64
