@@ -19,6 +19,8 @@ Id = Annotated[str, Field(pattern=r"^[a-z0-9_-]{1,64}$")]
 ChannelName = Literal[NAMES]  # type: ignore[valid-type]
 ROLES = ("operator", "regulator", "gateway", "admin")
 REGIMES = ("china", "eu", "us_part75")
+FIRST_COMPLIANCE_YEAR, LAST_COMPLIANCE_YEAR = 2000, 2199  # as the fuel dates and query times are bounded
+MAX_ALLOWANCES_T = 1e10  # t CO2: far above any installation's allocation (the largest are tens of Mt)
 
 
 class ConfigError(Exception):
@@ -37,6 +39,10 @@ class MqttConfig(_Section):
     client_id: str = Field("cems-collector", min_length=1, max_length=128)
     keepalive_s: int = Field(30, ge=5, le=3600)
     queue_messages: int = Field(10_000, ge=10)  # messages taken from the broker but not yet processed
+    # "all": every plant's topics (messages for plants not in this config are rejected as unknown);
+    # "configured": only this config's plants, so several `cems serve` processes can split the plants
+    # between them on one broker (docs/scaling.md).
+    subscribe: Literal["all", "configured"] = "all"
 
 
 class InfluxConfig(_Section):
@@ -141,7 +147,24 @@ class PlantConfig(_Section):
     lateness_h: float = Field(K.LATENESS_S / 3600, ge=0, le=240)
     settle_s: float = Field(30.0, ge=0, le=3600)  # quiet time before an hour past lateness becomes final
     fuel_tolerance_pct: float = Field(10.0, gt=0, allow_inf_nan=False)  # CEMS vs fuel calculation band (§5)
+    # Allowances held per compliance year [t CO2] (free allocation plus purchases); `POST /allowances` overrides.
+    allowances: dict[int, float] = {}
     stacks: list[StackConfig] = Field(min_length=1)
+
+    @field_validator("allowances", mode="before")
+    @classmethod
+    def _allowance_years(cls, v):
+        if not isinstance(v, dict):
+            raise ValueError("must be a table of year = t CO2, e.g. allowances = { 2026 = 1.2e6 }")
+        out = {}
+        for key, t in v.items():
+            year = str(key)
+            if not year.isdigit() or len(year) != 4 or not FIRST_COMPLIANCE_YEAR <= int(year) <= LAST_COMPLIANCE_YEAR:
+                raise ValueError(f"key {key!r} is not a year {FIRST_COMPLIANCE_YEAR}..{LAST_COMPLIANCE_YEAR}")
+            if isinstance(t, bool) or not isinstance(t, int | float) or not 0 <= t <= MAX_ALLOWANCES_T:
+                raise ValueError(f"{year}: {t!r} is not a number of t CO2 in [0, {MAX_ALLOWANCES_T:.0e}]")
+            out[int(year)] = float(t)
+        return out
 
     @field_validator("timezone")
     @classmethod

@@ -10,7 +10,7 @@ import uvicorn
 from cems.api.app import create_app
 from cems.api.routes.ingest import IngestBusy
 from cems.config import Config
-from cems.ingest.collector import Collector
+from cems.ingest.collector import Collector, topic_filters
 from cems.ingest.message import Message
 from cems.ingest.pipeline import Pipeline
 from cems.ingest.processor import Intake, Processor
@@ -36,7 +36,8 @@ class Service:
             log.warning("tokens name plants not in this config: %s", ", ".join(cfg.unknown_token_plants()))
         st = cfg.storage
         self.inbox: queue.Queue = queue.Queue(maxsize=cfg.mqtt.queue_messages)
-        self.collector = Collector(cfg.mqtt, self.inbox)
+        plants = None if cfg.mqtt.subscribe == "all" else [p.id for p in cfg.plants]
+        self.collector = Collector(cfg.mqtt, self.inbox, topic_filters(plants))
         self.deadletters = DeadLetters(st.data_dir)
         self.journal = Journal(st.data_dir, max_bytes=st.journal_max_mb << 20)
         self.store = SpooledInflux(influx_from(cfg), st.data_dir, self.deadletters, max_bytes=st.spool_max_mb << 20)

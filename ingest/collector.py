@@ -21,6 +21,13 @@ READINGS_FILTER = "cems/v1/+/+/readings"
 REPORTED_FILTER = "cems/v1/+/+/reported"
 
 
+def topic_filters(plants: list[str] | None = None) -> tuple[str, ...]:
+    """The subscriptions: every plant's readings and reported topics, or only those of `plants`."""
+    if plants is None:
+        return READINGS_FILTER, REPORTED_FILTER
+    return tuple(f"cems/v1/{p}/+/{kind}" for p in plants for kind in ("readings", "reported"))
+
+
 def mqtt_client(cfg: MqttConfig, client_id: str, max_delay_s: int = 30, client_factory=mqtt.Client,
                 **kwargs) -> mqtt.Client:
     """A paho-mqtt 2.x client (callback API 2, MQTT 3.1.1) with the configured credentials and reconnect backoff."""

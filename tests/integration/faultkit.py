@@ -138,17 +138,17 @@ def pipeline_counter(run: Running, name: str) -> int:
 
 
 def settled_hours(run: Running, stack: str, start: dt.datetime, cond=None, stable_s: float = 3.0,
-                  timeout: float = 90.0) -> list[dict]:
-    """The stack's hour items over the stream once quiescent: every hour present and final, `cond(items)`
+                  timeout: float = 90.0, plant: str = "it", n: int = HOURS) -> list[dict]:
+    """The stack's `n` hour items from `start` once quiescent: every hour present and final, `cond(items)`
     true, and nothing changed for `stable_s` seconds."""
-    q = {"start": start.isoformat(), "end": (start + dt.timedelta(hours=HOURS)).isoformat()}
+    q = {"start": start.isoformat(), "end": (start + dt.timedelta(hours=n)).isoformat()}
     seen = {"items": None, "since": 0.0, "answer": None}
 
     def ready():
-        code, body = run.get(f"/stacks/it/{stack}/hours", **q)
+        code, body = run.get(f"/stacks/{plant}/{stack}/hours", **q)
         seen["answer"] = (code, body)
         items = body.get("items") if code == 200 and body else None
-        if not items or len(items) != HOURS or not all(i["final"] for i in items) or (cond and not cond(items)):
+        if not items or len(items) != n or not all(i["final"] for i in items) or (cond and not cond(items)):
             seen["items"] = None
             return None
         if items != seen["items"]:
@@ -157,9 +157,9 @@ def settled_hours(run: Running, stack: str, start: dt.datetime, cond=None, stabl
         return items if time.monotonic() - seen["since"] >= stable_s else None
 
     try:
-        return run.wait(ready, timeout, f"{HOURS} final, unchanging hours of {stack}")
+        return run.wait(ready, timeout, f"{n} final, unchanging hours of {plant}/{stack}")
     except AssertionError as e:
-        raise AssertionError(f"expected {HOURS} final hours of it/{stack} that stop changing; last answer: "
+        raise AssertionError(f"expected {n} final hours of {plant}/{stack} that stop changing; last answer: "
                              f"{json.dumps(seen['answer'], indent=1)[:4000]}") from e
 
 
