@@ -1,8 +1,8 @@
 """The processing pipeline: accepted readings -> raw record -> minute -> hour figures, with live totals.
 
 `Pipeline.handle` takes one readings message: decode, message-level rules, reading validity, duplicate
-and correction handling, and the raw write to InfluxDB (which must succeed before the caller
-acknowledges the message). `Pipeline.tick` closes minutes and hours by the service's wall clock and
+and correction handling, and the raw points, queued for `flush` (which must succeed before the journal's
+checkpoint passes the message). `Pipeline.tick` closes minutes and hours by the service's wall clock and
 writes their figures. State in memory covers the recent past; anything older is read back from the raw
 record in InfluxDB when late data touches it (DESIGN §1 principles 1-3).
 
@@ -121,6 +121,8 @@ class Pipeline:
         self._live: dict[tuple[str, str], dict] = {}
         self._last_live_publish = 0.0
         self._audit_seq = 0
+        self._out_ms: list[str] = []  # points waiting for `flush`
+        self._out_ns: list[str] = []
         self.started = False
 
     # ---- start-up ------------------------------------------------------------------------------
@@ -186,7 +188,8 @@ class Pipeline:
 
     # ---- messages ------------------------------------------------------------------------------
     def handle(self, msg: Message, now: float) -> Outcome:
-        """Process one message. Raises `InfluxError` (nothing changed) if the raw write failed."""
+        """Process one message; its points wait for `flush`. Raises `InfluxError` (nothing changed) if a
+        read it needed (an old hour back from the store) failed."""
         self.counters["messages"] += 1
         parts = msg.topic.split("/")
         out = Outcome(plant=parts[2] if len(parts) == 5 else None, stack=parts[3] if len(parts) == 5 else None)
@@ -219,8 +222,8 @@ class Pipeline:
         fields = {"values": orjson.dumps(rep.values).decode(), "gw": rep.gw or "",
                   "co2_kg": math.nan if rep.co2_kg() is None else rep.co2_kg(),
                   "seconds": REPORTED_INTERVALS[rep.interval]}
-        self.db.write([line(schema.REPORTED, {"plant": plant, "stack": stack, "interval": rep.interval}, fields,
-                            rep.start_s * 1000)])
+        self._write([line(schema.REPORTED, {"plant": plant, "stack": stack, "interval": rep.interval}, fields,
+                          rep.start_s * 1000)])
         self.counters["reported"] += 1
         out.accepted = 1
         return out
@@ -236,11 +239,8 @@ class Pipeline:
             fields = {"reason": e.reason, "gw": e.gw or "", "topic": msg.topic}
             if e.seq is not None:
                 fields["seq"] = e.seq
-            try:
-                self.db.write([line(schema.REJECTED, {"plant": out.plant, "stack": out.stack}, fields,
-                                    self._unique_ns(msg.received_at))], precision="ns")
-            except Exception as err:  # the dead-letter file already holds it
-                log.warning("rejected record not stored in InfluxDB (kept in the dead-letter file): %s", err)
+            self._write([], [line(schema.REJECTED, {"plant": out.plant, "stack": out.stack}, fields,
+                                  self._unique_ns(msg.received_at))])
             if self.publish:
                 self.publish(f"cems/v1/{out.plant}/{out.stack}/rejected", orjson.dumps(out.notice), False)
         return out
@@ -286,7 +286,7 @@ class Pipeline:
                                      [describe_reason(reasons[i], d.status[i]) if reasons[i] else "" for i in keep],
                                      d.gw, d.seq)
         self._write(lines, audits)
-        # Only now, with the raw record stored, does the state change.
+        # The state changes only once every reading has been judged (a failed read above changes nothing).
         touched = set()
         for (m, ts), rec in pending.items():
             bucket = st.raw.get(m)
@@ -318,16 +318,33 @@ class Pipeline:
         return line(schema.AUDIT, {"plant": plant, "stack": stack, "kind": kind}, fields, self._unique_ns(now))
 
     def _write(self, lines: list[str], audits: list[str] = ()) -> None:
-        """Figures and readings (ms) first, then their audit records (ns)."""
-        self.db.write(lines)
-        self.db.write(list(audits), precision="ns")
+        """Queue points for `flush`: readings and figures (ms), audit and rejection records (ns)."""
+        self._out_ms.extend(lines)
+        self._out_ns.extend(audits)
+
+    def flush(self) -> None:
+        """Write the queued points, in order; they stay queued if the store raises (call again).
+
+        The caller (the processor) flushes after each batch of messages and before it moves the journal's
+        checkpoint past them, and `tick` flushes before it returns, so the state in memory may run ahead of
+        the store only between a batch and its flush: a crash there is undone by handling the journal
+        again from the checkpoint.
+        """
+        if self._out_ms:
+            self.db.write(self._out_ms)
+            self._out_ms = []
+        if self._out_ns:
+            self.db.write(self._out_ns, precision="ns")
+            self._out_ns = []
 
     # ---- the clock -------------------------------------------------------------------------------
     def tick(self, now: float) -> None:
         """Close minutes and hours whose end has passed, finalise hours, evict old state, update live."""
+        self.flush()  # a failed flush of the last batch first: nothing queued behind it
         self._close_minutes(now)
         self._close_hours(now)
         self._finalise_hours(now)
+        self.flush()
         self._evict(now)
         self._refresh_live(now, publish=True)
 
@@ -361,7 +378,7 @@ class Pipeline:
                        conc=float(figs.conc[g]), flow=float(figs.flow[g]), regime=st.plant.regime)
             new_rows.append(row)
             lines.append(schema.figure_line(schema.MINUTE, *st.key, m, row))
-        self.db.write(lines)
+        self._write(lines)
         for (st, m), row in zip(groups, new_rows, strict=True):
             old = st.minutes.get(m)
             old_kg = _mass_kg(old)

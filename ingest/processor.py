@@ -154,6 +154,13 @@ class Processor(threading.Thread):
                 if rec.source == "http":
                     self.replies.put(seq, out)
             if done is not None:
+                try:
+                    self._retry("storing", self.pipeline.flush)
+                except Exception:
+                    log.exception("storing failed; the journal keeps the messages until it succeeds")
+                    continue
+                if self.stopping.is_set():
+                    break  # perhaps before the points were stored: the journal still holds the messages
                 self.journal.commit(done)
             now = self.clock()
             if now - last_tick >= self.tick_s:

@@ -24,6 +24,7 @@ from cems.store.segmentlog import LogFull, SegmentLog, Timestamps
 
 log = logging.getLogger("cems.spool")
 _HEAD = struct.Struct("<dB")
+BATCH = 5000  # points per write request: InfluxDB's recommended batch size
 
 
 def encode(lines: list[str], precision: str, at: float) -> bytes:
@@ -82,7 +83,12 @@ class SpooledInflux:
         return self.db.ping()
 
     def write(self, lines: list[str], precision: str = "ms") -> None:
-        """Store points in the database, or durably in the spool if it cannot be reached."""
+        """Store points in the database, or durably in the spool if it cannot be reached (in order, in
+        requests of at most `BATCH` points)."""
+        for i in range(0, len(lines), BATCH):
+            self._write(lines[i:i + BATCH], precision)
+
+    def _write(self, lines: list[str], precision: str) -> None:
         if not lines:
             return
         with self._lock:
