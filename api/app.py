@@ -9,7 +9,7 @@ from fastapi.staticfiles import StaticFiles
 
 import cems
 from cems.api.auth import TokenTable
-from cems.api.routes import fuel, health, ingest, reports, stacks, stream
+from cems.api.routes import annual, compliance, fuel, health, ingest, reports, stacks, stream
 from cems.config import Config
 from cems.store.influx import Influx, InfluxError
 
@@ -43,6 +43,8 @@ def create_app(cfg: Config, db: Influx, live: Callable[[str, str], dict | None],
     app.include_router(stacks.router, prefix="/api/v1", tags=["stacks"])
     app.include_router(reports.router, prefix="/api/v1", tags=["reports"])
     app.include_router(fuel.router, prefix="/api/v1", tags=["fuel"])
+    app.include_router(compliance.router, prefix="/api/v1", tags=["compliance"])
+    app.include_router(annual.router, prefix="/api/v1", tags=["reports"])
     app.include_router(stream.router, prefix="/api/v1", tags=["live"])
     app.include_router(ingest.router, prefix="/api/v1", tags=["ingest"])
 

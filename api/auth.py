@@ -68,6 +68,11 @@ def operator(request: Request) -> Principal:
     return _role(request, FUEL_ROLES, "submit fuel data")
 
 
+def allowance_setter(request: Request) -> Principal:
+    """The caller, if its role may set a plant's allowances (operator, admin); 401/403 otherwise."""
+    return _role(request, FUEL_ROLES, "set allowances")
+
+
 def report_reader(request: Request) -> Principal:
     """The caller, if its role may pull reconciled reports (regulator, admin); 401/403 otherwise."""
     return _role(request, REPORT_ROLES, "pull reconciled reports")

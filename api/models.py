@@ -5,6 +5,8 @@ import re
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from cems.config import FIRST_COMPLIANCE_YEAR, LAST_COMPLIANCE_YEAR, MAX_ALLOWANCES_T
+
 
 def example(**body) -> ConfigDict:
     """A model's example for the OpenAPI document."""
@@ -266,3 +268,204 @@ class ReconciledReport(BaseModel):
     complete: bool = Field(description="every hour of every stack in the range is final")
     not_final: int = Field(0, description="present only when `complete` is false: stack-hours of the range without a "
                                           "final figure (not final yet, or no figure at all)")
+
+
+# ---- compliance (issue 11): allowances, the year's position, the annual report -------------------------------
+
+FIRST_YEAR, LAST_YEAR = FIRST_COMPLIANCE_YEAR, LAST_COMPLIANCE_YEAR
+
+
+class AllowanceIn(BaseModel):
+    """The allowances a plant holds for a compliance year (free allocation plus purchases). Numbers must be JSON
+    numbers; the latest submission per year counts."""
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
+        {"year": 2026, "allowances_t": 1650000.0, "note": "free allocation 1.5 Mt + 150 kt bought 2026-06-30"}]})
+
+    year: int = Field(ge=FIRST_YEAR, le=LAST_YEAR, strict=True, description="compliance year (the plant's local "
+                                                                          "calendar year)")
+    allowances_t: float = Field(ge=0, le=MAX_ALLOWANCES_T, strict=True, allow_inf_nan=False,
+                                description="allowances held for the year [t CO2], free allocation plus purchases")
+    note: str = Field("", max_length=500, description="what the figure is made of, or why it changed")
+
+
+class AllowanceRecord(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [
+        {"plant": "wusha", "year": 2026, "allowances_t": 1650000.0,
+         "note": "free allocation 1.5 Mt + 150 kt bought 2026-06-30", "submitted_by": "wusha-operator",
+         "submitted_at": "2026-07-01T09:12:03.512000+08:00", "replaced": True}]})
+
+    plant: str
+    year: int
+    allowances_t: float = Field(description="allowances held [t CO2]")
+    note: str
+    submitted_by: str = Field(description="name of the token that submitted it")
+    submitted_at: str = Field(description="when it was stored, ISO 8601 in the plant's zone")
+    replaced: bool = Field(description="an earlier submission for the year was replaced (it is in the audit log)")
+
+
+class ComplianceHours(BaseModel):
+    measured: int = Field(description="stack-hours measured")
+    substituted: int = Field(description="stack-hours substituted (method codes in the annual report)")
+    stopped: int = Field(description="stack-hours with the unit stopped")
+    missing: int = Field(description="stack-hours without a figure, up to the last closed hour (or the year end)")
+
+
+class Projection(BaseModel):
+    method: str = Field(description="run_rate | previous_year")
+    projection_t: float | None = Field(description="year-end emissions by this method [t]; null when it cannot be "
+                                                   "formed (no hour closed yet, no previous-year data)")
+    basis: str = Field(description="how the figure was made, with its inputs")
+
+
+class CalculationCheck(BaseModel):
+    days: int = Field(description="local days of the year with fuel data")
+    calculated_t: float | None = Field(description="fuel-method CO2 over those days [t]")
+    cems_t: float = Field(description="CEMS CO2 over the same days [t]")
+    deviation_pct: float | None = Field(description="(cems_t - calculated_t) / calculated_t x 100 [%]")
+
+
+_COMPLIANCE_EXAMPLE = {
+    "plant": "wusha", "year": 2026, "emissions_t": 1402311.7, "calculated_t": 1366020.4, "allowances_t": 1650000.0,
+    "surplus_t": 247688.3, "projection_t": 1553788.3, "projection_method": "run_rate",
+    "hours": {"measured": 15903, "substituted": 41, "stopped": 88, "missing": 0}, "substituted_share": 0.00262,
+    "timezone": "Asia/Shanghai", "start": "2026-01-01T00:00:00+08:00", "as_of": "2026-11-26T10:00:00+08:00",
+    "elapsed_hours": 7906, "year_hours": 8760, "substituted_t": 3674.1, "allowances_source": "api",
+    "allowances_note": "free allocation 1.5 Mt + 150 kt bought 2026-06-30", "projected_surplus_t": 96211.7,
+    "projections": [{"method": "run_rate", "projection_t": 1553788.3,
+                     "basis": "1,402,311.7 t in 7,906 elapsed hours x 8,760 hours in the year"},
+                    {"method": "previous_year", "projection_t": 1570960.5,
+                     "basis": "1,402,311.7 t x 1,598,114.0 t (2025) / 1,426,550.2 t (2025 to the same date)"}],
+    "calculation": {"days": 329, "calculated_t": 1366020.4, "cems_t": 1399052.3, "deviation_pct": 2.418},
+    "final": False}
+
+
+class Compliance(BaseModel):
+    """Where a plant's compliance year stands against its allowances (DESIGN §7)."""
+
+    model_config = ConfigDict(json_schema_extra={"examples": [_COMPLIANCE_EXAMPLE]})
+
+    plant: str
+    year: int = Field(description="the plant's local calendar year")
+    emissions_t: float = Field(description="sum of the plant's hour masses in the year so far (CEMS) [t]")
+    calculated_t: float | None = Field(description="fuel-method CO2 over the year's days with fuel data [t]; null "
+                                                   "without fuel data")
+    allowances_t: float | None = Field(description="allowances held for the year [t]: the latest `POST /allowances`, "
+                                                   "else the config's `allowances`; null if neither")
+    surplus_t: float | None = Field(description="allowances_t - emissions_t [t]; negative: a deficit")
+    projection_t: float | None = Field(description="year-end emissions at the year-to-date run rate [t]")
+    projection_method: str = Field(description="the method of projection_t: run_rate (see `projections`)")
+    hours: ComplianceHours = Field(description="data completeness: stack-hours by status, all stacks of the plant")
+    substituted_share: float | None = Field(description="share of emissions_t from substituted hours [-], 0..1")
+    timezone: str
+    start: str = Field(description="start of the year, ISO 8601 in the plant's zone")
+    as_of: str = Field(description="end of the last closed hour counted (the year end for a past year)")
+    elapsed_hours: int = Field(description="hours of the year up to as_of")
+    year_hours: int = Field(description="hours in the year")
+    substituted_t: float = Field(description="part of emissions_t from substituted hours [t]")
+    allowances_source: str | None = Field(description="api | config | null")
+    allowances_note: str | None = None
+    projected_surplus_t: float | None = Field(description="allowances_t - projection_t [t]")
+    projections: list[Projection] = Field(description="both projections, each with its method and inputs")
+    calculation: CalculationCheck = Field(description="CEMS against the fuel method over the days with fuel data")
+    final: bool = Field(description="the year is over and every stack-hour of it is final")
+
+
+class AnnualMonth(BaseModel):
+    month: str = Field(description="YYYY-MM, the plant's local calendar month")
+    co2_t: float = Field(description="sum of the stack's hour masses in the month [t]")
+    measured_hours: int
+    substituted_hours: int
+    stopped_hours: int
+    missing_hours: int = Field(description="hours without a figure (up to as_of)")
+    substituted_t: float = Field(description="part of co2_t from substituted hours [t]")
+    methods: dict[str, int] = Field(description="substituted hours per method code")
+    calculated_t: float | None = Field(description="the plant's fuel-method CO2 for the month [t] (fuel data is per "
+                                                   "plant: the same figure on every stack; do not add it up across "
+                                                   "stacks); null without fuel data")
+
+
+class AnnualStack(BaseModel):
+    stack: str
+    name: str
+    total_t: float = Field(description="sum of the stack's hour masses in the year [t]")
+    substituted_t: float
+    hours: ComplianceHours
+    methods: dict[str, int] = Field(description="substituted hours per method code")
+    months: list[AnnualMonth] = Field(description="January to the month of as_of")
+
+
+class AnnualPlantMonth(BaseModel):
+    month: str
+    co2_t: float = Field(description="all stacks [t]")
+    calculated_t: float | None = Field(description="fuel-method CO2 [t]; null without fuel data")
+    fuel_days: int = Field(description="days of the month with fuel data")
+    cems_on_fuel_days_t: float = Field(description="CEMS CO2 over the days with fuel data [t]")
+    deviation_pct: float | None = Field(description="(cems_on_fuel_days_t - calculated_t) / calculated_t x 100 [%]: "
+                                                    "like for like, over the days with fuel data")
+    flagged: bool = Field(description="|deviation_pct| beyond the plant's fuel_tolerance_pct")
+    measured_hours: int
+    substituted_hours: int
+    stopped_hours: int
+    missing_hours: int
+
+
+class Revision(BaseModel):
+    stack: str
+    hour: str = Field(description="start of the revised hour, ISO 8601 in the plant's zone")
+    revised_at: str = Field(description="when the final hour was recomputed")
+    revision: int | None = Field(description="the hour's revision number after the change")
+    old_co2_t: float | None
+    new_co2_t: float | None
+    cause: str
+
+
+class StackConstants(BaseModel):
+    stack: str
+    regime: str | None
+    t0_k: float | None = Field(description="standard temperature [K]")
+    p0_kpa: float | None = Field(description="standard pressure of the regime [kPa]")
+    co2_density_kg_m3: float | None = Field(description="M/Vm of CO2 [kg/m3]")
+    min_valid_pct: int | None = Field(description="share of operating minutes an hour needs to be measured [%]")
+    hours: int = Field(description="hour figures of the year stored with these constants")
+    first_hour: str
+    last_hour: str
+    flow_basis: str = Field(description="the stack's configured flow basis (current config)")
+    co2_basis: str
+    calibration: dict[str, list[float]] = Field(description="the stack's configured calibration functions y = a + "
+                                                            "b*x as [a, b] (current config)")
+
+
+class CalibrationPeriod(BaseModel):
+    stack: str
+    start: str = Field(description="first minute with readings flagged C, ISO 8601 in the plant's zone")
+    end: str = Field(description="end of the last such minute of the run")
+    minutes: int
+    readings: int
+
+
+class AnnualReport(BaseModel):
+    """One plant's compliance year for verifiers: monthly and annual CO2 per stack, how each hour was made, the
+    CEMS-vs-calculation comparison by month, revisions after the lateness window, constants, calibrations."""
+
+    plant: str
+    name: str
+    year: int
+    regime: str = Field(description="the plant's configured regime (each stack's stored constants in `constants`)")
+    substitution: str
+    timezone: str
+    start: str
+    end: str = Field(description="end of the year (exclusive)")
+    as_of: str = Field(description="end of the last closed hour counted (the year end for a past year)")
+    generated_at: str
+    total_t: float = Field(description="sum of every stack's hour masses in the year [t]")
+    calculated_t: float | None = Field(description="fuel-method CO2 over the year [t]; null without fuel data")
+    substituted_t: float
+    hours: ComplianceHours
+    complete: bool = Field(description="the year is over and every stack-hour of it is final")
+    not_final: int = Field(description="stack-hours up to as_of without a final figure")
+    stacks: list[AnnualStack]
+    months: list[AnnualPlantMonth] = Field(description="the plant's months: CEMS against the fuel calculation")
+    revisions: list[Revision] = Field(description="final hours recomputed after the lateness window, oldest first")
+    constants: list[StackConstants] = Field(description="per stack, each set of stored constants with its hours")
+    calibrations: list[CalibrationPeriod] = Field(description="runs of minutes with readings flagged C")

@@ -9,7 +9,7 @@ import math
 import orjson
 
 from cems.compute.channels import NAMES
-from cems.store.influx import Influx, quote_str
+from cems.store.influx import Influx, quote_ident, quote_str
 from cems.store.lineproto import line, string_field, tag
 
 READING, MINUTE, HOUR, REJECTED, AUDIT, REPORTED = "reading", "minute", "hour", "rejected", "audit", "reported"
@@ -172,3 +172,63 @@ def final_hour_counts(db: Influx, plant: str, start_s: int, end_s: int) -> dict[
     rows = db.query(f"SELECT count(status) FROM {HOUR} WHERE {_plant_where(plant, start_s * 1000, end_s * 1000)} "
                     "AND final = true GROUP BY stack")
     return {r["stack"]: int(r["count"]) for r in rows if r.get("count")}
+
+
+# ---- compliance (issue 11): allowances, hour figures of a whole plant, revisions, flagged readings -----------
+
+ALLOWANCE = "allowance"
+ALLOWANCE_FIELDS = ("year", "allowances_t", "note", "submitted_by", "submitted_at")
+
+
+def allowance_line(plant: str, year_start_s: int, record: dict) -> str:
+    """The allowances held for a compliance year, at the local midnight of its 1 January; written with precision
+    "ms". The same year again overwrites it (same series and time): the latest submission counts."""
+    fields = {k: record[k] for k in ALLOWANCE_FIELDS}
+    fields["year"] = int(fields["year"])
+    fields["allowances_t"] = float(fields["allowances_t"])  # never an integer field
+    return line(ALLOWANCE, {"plant": plant}, fields, year_start_s * 1000)
+
+
+def allowance_rows(db: Influx, plant: str, start_s: int, end_s: int) -> dict[int, dict]:
+    """Allowance records keyed by their year's start [epoch s], for starts in [start_s, end_s)."""
+    rows = db.query(f"SELECT * FROM {ALLOWANCE} WHERE {_plant_where(plant, start_s * 1000, end_s * 1000)}")
+    return {int(r["time"]) // 1000: {k: r.get(k) for k in ALLOWANCE_FIELDS} for r in rows}
+
+
+def plant_audit_line(plant: str, kind: str, target_s: int, old: dict, new: dict, cause: str, time_ns: int) -> str:
+    """An `audit` record of a replaced plant-level record (kind `allowance`, ...); as `fuel_audit_line`."""
+    fields = {"target": dt.datetime.fromtimestamp(target_s, dt.UTC).isoformat(),
+              "old": orjson.dumps(old).decode(), "new": orjson.dumps(new).decode(), "cause": cause}
+    return line(AUDIT, {"plant": plant, "kind": kind}, fields, time_ns)
+
+
+def plant_hour_rows(db: Influx, plant: str, start_s: int, end_s: int,
+                    fields: tuple[str, ...]) -> dict[str, dict[int, dict]]:
+    """Hour figures of every stack of `plant` (only `fields`, read as `figure_rows` reads them), keyed by stack and
+    hour start [epoch s]: one query for a whole plant and year."""
+    cols = ",".join(quote_ident(f) for f in (*fields, "nulls"))
+    rows = db.query(f"SELECT {cols} FROM {HOUR} WHERE {_plant_where(plant, start_s * 1000, end_s * 1000)} "
+                    "GROUP BY stack")
+    out: dict[str, dict[int, dict]] = {}
+    for r in rows:
+        out.setdefault(r["stack"], {})[int(r["time"]) // 1000] = {k: r.get(k) for k in fields}
+    return out
+
+
+def revision_audits(db: Influx, plant: str, since_s: int) -> list[dict]:
+    """The pipeline's `revision` audit records of `plant` (a final hour recomputed) made at or after `since_s`:
+    rows with `stack`, `target` (the hour start, ISO in UTC), `old` and `new` (JSON), `cause`, `time` [ms]."""
+    return db.query(f"SELECT * FROM {AUDIT} WHERE plant = {quote_str(plant)} AND kind = 'revision' "
+                    f"AND time >= {int(since_s) * 1000}ms")
+
+
+def flagged_minutes(db: Influx, plant: str, flag: str, start_s: int, end_s: int) -> dict[str, list[tuple[int, int]]]:
+    """Minutes with raw readings flagged `flag` (e.g. `C`, calibration), per stack: (minute start [epoch s],
+    readings). One grouped count over the readings' `status`, so nothing but the counts leaves the database."""
+    rows = db.query(f"SELECT count(status) FROM {READING} WHERE {_plant_where(plant, start_s * 1000, end_s * 1000)} "
+                    f"AND status = {quote_str(flag)} GROUP BY time(1m), stack fill(none)")
+    out: dict[str, list[tuple[int, int]]] = {}
+    for r in sorted(rows, key=lambda r: (r["stack"], r["time"])):
+        if r.get("count"):
+            out.setdefault(r["stack"], []).append((int(r["time"]) // 1000, int(r["count"])))
+    return out

@@ -20,7 +20,7 @@ _audit_seq = itertools.count()
 Operator = Annotated[Principal, Depends(operator)]
 
 
-def _unique_ns(now: float) -> int:
+def unique_audit_ns(now: float) -> int:
     # As the pipeline's audit records: ns with a counter in the last digits, so records made in the same
     # instant all stay.
     return int(now * 1e6) * 1000 + next(_audit_seq) % 1000
@@ -52,6 +52,6 @@ def submit_fuel(request: Request, who: Operator, plant: str, body: FuelIn) -> Fu
         # audit only shows an attempt; the other way round, the old values could be lost.
         date = {"date": body.date.isoformat()}
         db.write([schema.fuel_audit_line(plant, day_s, date | old, date | record,
-                                         f"fuel data resubmitted by {who.name}", _unique_ns(now))], precision="ns")
+                                         f"fuel data resubmitted by {who.name}", unique_audit_ns(now))], precision="ns")
     db.write([schema.fuel_line(plant, day_s, record)], precision="ms")
     return FuelRecord(plant=plant, date=body.date.isoformat(), **record)

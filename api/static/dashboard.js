@@ -4,8 +4,10 @@
 // the bearer token; while the stream is down or missing, /live is polled every 5 s and the stream is
 // retried with exponential backoff. The hour bars (last 24 h, /hours) and the CEMS-vs-calculation panels
 // (last 7 days, /plants/{plant}/comparison) are hand-written SVG, refreshed every minute and at each new
-// hour. Every figure carries a stable data-field (and each card data-stack="plant/stack") for tests.
-// Numbers are rounded only here, for display.
+// hour; so is each plant's compliance card (/plants/{plant}/compliance: the year to date against the
+// allowances, with the projected year end and the share resting on substituted hours). Every figure
+// carries a stable data-field (and each card data-stack="plant/stack") for tests. Numbers are rounded
+// only here, for display.
 "use strict";
 
 const POLL_MS = 5000;
@@ -204,6 +206,7 @@ async function loadStacks() {
   $("cards").replaceChildren(...items.map(buildCard));
   const plants = [...new Set(items.map((s) => s.plant))];
   $("plants").replaceChildren(...plants.map(buildPlant));
+  $("compliance").replaceChildren(...plants.map(buildCompliance));
   if (!items.length) $("cards").append(el("p", {class: "empty"}, "This token may not see any stack."));
   return true;
 }
@@ -508,6 +511,131 @@ function comparisonTable(days, byDate) {
   return table;
 }
 
+// ---- compliance: the year to date against the allowances (per plant) ---------------------------------------
+
+const complianceOf = (plant) => document.querySelector(`.compliance[data-plant="${CSS.escape(plant)}"]`);
+const fmtT = (v) => fmt(v, 0);
+const fmtShare = (v) => (v === null || v === undefined) ? "–" : fmt(100 * v, 1) + " %";
+
+function buildCompliance(plant) {
+  const box = el("article", {class: "compliance", "data-plant": plant, "data-value": "loading",
+                             "aria-labelledby": "cy-" + plant});
+  const head = el("div", {class: "card-head"});
+  head.append(el("h3", {id: "cy-" + plant}, `Plant ${plant}`), el("span", {class: "year", "data-field": "year"}));
+  const fig = el("figure", {class: "cy-bar"});
+  fig.append(svgEl("svg", {"data-field": "compliance_bar", role: "img", "aria-label": "loading",
+                           viewBox: "0 0 480 52"}));
+  const dl = el("dl", {class: "totals"});
+  const row = (field, label, unit, labelField) => {
+    const dd = el("dd");
+    dd.append(el("span", {"data-field": field}, "–"), el("small", {}, unit));
+    const div = el("div");
+    div.append(el("dt", labelField ? {"data-field": labelField} : {}, label), dd);
+    dl.append(div);
+  };
+  row("emissions_t", "Emitted so far", " t");
+  row("allowances_t", "Allowances", " t");
+  row("surplus_t", "Surplus", " t", "surplus_label");
+  row("projection_t", "Projected year end", " t");
+  row("substituted_share", "On substituted hours", "");
+  row("calculated_t", "Fuel calculation", " t");
+  box.append(head, fig, dl, el("p", {class: "cy-note", "data-field": "hours"}),
+             el("p", {class: "cy-note", "data-field": "compliance_note"}));
+  return box;
+}
+
+async function loadCompliance(plant) {
+  const r = await apiResponse(`/plants/${encodeURIComponent(plant)}/compliance`);
+  const box = complianceOf(plant);
+  if (!box) return;
+  if (!r.ok) {
+    box.dataset.value = "unavailable";
+    box.querySelector('[data-field="compliance_note"]').textContent =
+      `Compliance figures unavailable (HTTP ${r.status}).`;
+    return;
+  }
+  showCompliance(box, await r.json());
+}
+
+function showCompliance(box, body) {
+  box.body = body;
+  const set = (field, text) => { box.querySelector(`[data-field="${field}"]`).textContent = text; };
+  const hasAllowances = body.allowances_t !== null && body.allowances_t !== undefined;
+  const deficit = hasAllowances && body.surplus_t < 0;
+  box.dataset.value = !hasAllowances ? "no_allowances" : deficit ? "deficit" : "surplus";
+  set("year", String(body.year));
+  set("emissions_t", fmtT(body.emissions_t));
+  set("allowances_t", fmtT(body.allowances_t));
+  set("surplus_label", deficit ? "Deficit" : "Surplus");
+  set("surplus_t", hasAllowances ? fmtT(Math.abs(body.surplus_t)) : "–");
+  set("projection_t", fmtT(body.projection_t));
+  set("substituted_share", fmtShare(body.substituted_share));
+  set("calculated_t", fmtT(body.calculated_t));
+  const h = body.hours;
+  set("hours", `Stack-hours: ${fmt(h.measured, 0)} measured · ${fmt(h.substituted, 0)} substituted · ` +
+               `${fmt(h.stopped, 0)} stopped · ${fmt(h.missing, 0)} missing`);
+  const byYear = (body.projections || []).find((p) => p.method === "previous_year");
+  const notes = [];
+  if (body.projection_t !== null) {
+    notes.push(`Projection at the year-to-date run rate` + (byYear && byYear.projection_t !== null
+      ? `; ${fmtT(byYear.projection_t)} t by last year's profile.` : "."));
+  }
+  if (!hasAllowances) notes.push(`No allowances set for ${body.year}.`);
+  else if (body.projected_surplus_t !== null && body.projected_surplus_t < 0) {
+    notes.push(`At this rate the year ends ${fmtT(-body.projected_surplus_t)} t short.`);
+  }
+  set("compliance_note", notes.join(" "));
+  const proj = box.querySelector('[data-field="projection_t"]');
+  proj.title = (body.projections || []).map((p) => `${p.method}: ${p.basis}`).join("\n");
+  proj.closest("dd").classList.toggle("over", hasAllowances && body.projected_surplus_t !== null &&
+                                                body.projected_surplus_t < 0);
+  box.querySelector('[data-field="surplus_t"]').closest("dd").classList.toggle("deficit", deficit);
+  drawComplianceBar(box, body);
+}
+
+function drawComplianceBar(box, body) {
+  const fig = box.querySelector("figure.cy-bar");
+  const W = widthOf(fig), H = 52, L = 2, R = 12, T = 10, BH = 18;
+  const emitted = body.emissions_t || 0;
+  const substituted = Math.min(emitted, body.substituted_t || 0);
+  const allowances = body.allowances_t, projection = body.projection_t;
+  const max = niceMax(Math.max(emitted, allowances || 0, projection || 0));
+  const x = (v) => L + (W - L - R) * Math.min(Math.max(v, 0), max) / max;
+  const svg = svgEl("svg", {"data-field": "compliance_bar", viewBox: `0 0 ${W} ${H}`, role: "img",
+                            width: W, height: H});
+  svg.append(svgEl("rect", {class: "cy-track", x: L, y: T, width: W - L - R, height: BH}));
+  svg.append(svgEl("rect", {class: "y-measured", x: L, y: T, height: BH,
+                            width: Math.max(0, x(emitted - substituted) - L)}));
+  if (substituted > 0) {
+    svg.append(svgEl("rect", {class: "h-substituted", x: x(emitted - substituted), y: T, height: BH,
+                              width: Math.max(1, x(emitted) - x(emitted - substituted))}));
+  }
+  const mark = (v, cls, label) => {
+    const g = svgEl("g", {class: cls});
+    g.append(svgEl("line", {x1: x(v), x2: x(v), y1: T - 6, y2: T + BH + 6}));
+    const title = svgEl("title");
+    title.textContent = `${label}: ${fmtT(v)} t`;
+    g.append(title);
+    svg.append(g);
+  };
+  if (projection !== null && projection !== undefined) {
+    mark(projection, "mark-projection" + (allowances !== null && projection > allowances ? " over" : ""),
+         "projected year end");
+  }
+  if (allowances !== null && allowances !== undefined) mark(allowances, "mark-allowances", "allowances");
+  for (const v of [0, max / 2, max]) {
+    const anchor = v === 0 ? "start" : v === max ? "end" : "middle";
+    const label = svgEl("text", {class: "axis", x: x(v), y: H - 2, "text-anchor": anchor});
+    label.textContent = fmt(v, 0);
+    svg.append(label);
+  }
+  svg.setAttribute("aria-label", `Emitted ${fmtT(emitted)} t` +
+    (allowances !== null ? ` of ${fmtT(allowances)} t allowances` : " (no allowances set)") +
+    (projection !== null ? `, projected ${fmtT(projection)} t by year end` : "") +
+    `; ${fmtShare(body.substituted_share)} on substituted hours`);
+  fig.querySelector('[data-field="compliance_bar"]').replaceWith(svg);
+}
+
 // ---- wiring ---------------------------------------------------------------------------------------------
 
 function report(e) {
@@ -523,7 +651,7 @@ function chartError(e) {
 async function refreshCharts() {
   await Promise.all([
     ...state.stacks.map((s) => loadHours(s)),
-    ...[...new Set(state.stacks.map((s) => s.plant))].map(loadComparison),
+    ...[...new Set(state.stacks.map((s) => s.plant))].flatMap((p) => [loadComparison(p), loadCompliance(p)]),
   ]);
   $("chart-note").textContent = "";
 }
@@ -545,6 +673,7 @@ window.addEventListener("resize", () => {
       const chart = box.querySelector('[data-field="comparison_chart"]');
       if (box.days && chart) chart.replaceWith(drawComparison(widthOf(box), box.days.days, box.days.byDate));
     }
+    for (const box of document.querySelectorAll(".compliance")) if (box.body) drawComplianceBar(box, box.body);
   }, 150);
 });
 
