@@ -10,6 +10,7 @@ from fastapi.staticfiles import StaticFiles
 import cems
 from cems.api.auth import TokenTable
 from cems.api.routes import annual, compliance, fuel, health, ingest, reports, stacks, stream
+from cems.api.routes import metrics as metrics_route
 from cems.config import Config
 from cems.store.influx import Influx, InfluxError
 
@@ -17,8 +18,8 @@ STATIC = Path(__file__).parent / "static"
 
 
 def create_app(cfg: Config, db: Influx, live: Callable[[str, str], dict | None],
-               health_checks: Callable[[], dict], ingest_message: Callable[[str, bytes], object] | None = None
-               ) -> FastAPI:
+               health_checks: Callable[[], dict], ingest_message: Callable[[str, bytes], object] | None = None,
+               metrics: Callable[[], list] | None = None) -> FastAPI:
     """Build the app.
 
     Parameters
@@ -29,6 +30,7 @@ def create_app(cfg: Config, db: Influx, live: Callable[[str, str], dict | None],
     health_checks : () -> dict of named checks, each a dict with at least ``ok``
     ingest_message : (topic, payload) -> the pipeline's `Outcome` (None if not handled in time), blocking;
         raises `routes.ingest.IngestBusy` when the message could not be taken. None: no HTTP ingest.
+    metrics : () -> (name, type, help, value, labels) rows for `/metrics` (Prometheus). None: 404.
     """
     app = FastAPI(title="carbon-cems", version=cems.__version__,
                   description="Online CO2 emissions monitoring: live totals for operators, reconciled "
@@ -38,6 +40,7 @@ def create_app(cfg: Config, db: Influx, live: Callable[[str, str], dict | None],
     app.state.live = live
     app.state.health = health_checks
     app.state.ingest = ingest_message
+    app.state.metrics = metrics
     app.state.tokens = TokenTable(cfg.api.tokens)
     app.include_router(health.router, prefix="/api/v1", tags=["health"])
     app.include_router(stacks.router, prefix="/api/v1", tags=["stacks"])
@@ -47,6 +50,7 @@ def create_app(cfg: Config, db: Influx, live: Callable[[str, str], dict | None],
     app.include_router(annual.router, prefix="/api/v1", tags=["reports"])
     app.include_router(stream.router, prefix="/api/v1", tags=["live"])
     app.include_router(ingest.router, prefix="/api/v1", tags=["ingest"])
+    app.include_router(metrics_route.router)
 
     @app.exception_handler(InfluxError)
     def _store_down(request: Request, exc: InfluxError) -> JSONResponse:

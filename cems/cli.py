@@ -48,6 +48,8 @@ def _check(a) -> int:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="cems", description="carbon-cems: online CO2 emissions monitoring")
     ap.add_argument("--log-level", default="INFO")
+    ap.add_argument("--log-format", choices=("text", "json"), default=None,
+                    help="text (default) or json: one object per line (also CEMS_LOG_FORMAT)")
     sub = ap.add_subparsers(dest="command", required=True)
     s = sub.add_parser("serve", help="run the service (collector, pipeline, API)")
     s.add_argument("--config", help="TOML config (default: $CEMS_CONFIG)")
@@ -73,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument("--config", help="TOML config (default: $CEMS_CONFIG)")
     s.set_defaults(fn=_check)
     a = ap.parse_args(argv)
-    configure(a.log_level)
+    configure(a.log_level, a.log_format)
     try:
         return a.fn(a)
     except ConfigError as e:

@@ -49,7 +49,7 @@ class Service:
         self.drain = threading.Thread(target=self.store.run_drain, args=(self._stop_drain,), name="cems-spool",
                                       daemon=True)
         self.started_at = time.time()
-        self.app = create_app(cfg, influx_from(cfg), self._live, self.health, self.ingest_http)
+        self.app = create_app(cfg, influx_from(cfg), self._live, self.health, self.ingest_http, self.metrics)
 
     def ingest_http(self, topic: str, payload: bytes, wait_s: float = 30.0):
         """HTTP ingest: the same intake (journal first), then wait for the pipeline's outcome."""
@@ -82,6 +82,37 @@ class Service:
             "deadletters": {"ok": True, "count": self.deadletters.count},
             "uptime_s": round(time.time() - self.started_at, 1),
         }
+
+    def metrics(self) -> list[tuple[str, str, str, float | None, dict[str, str]]]:
+        """Rows for Prometheus (`/metrics`): counters and gauges of intake, pipeline, journal and spool."""
+        c = self.pipeline.snapshot_counters()
+        j, sp = self.journal.status(), self.store.status()
+        rows = [("cems_messages_total", "counter", "messages handled by the pipeline", c["messages"], {})]
+        for k in ("accepted", "duplicates", "corrections", "invalid"):
+            rows.append(("cems_readings_total", "counter", "readings handled, by outcome", c[k], {"outcome": k}))
+        return rows + [
+            ("cems_messages_rejected_total", "counter", "messages rejected (dead-lettered)", c["rejected"], {}),
+            ("cems_reported_total", "counter", "gateway-reported interval figures stored", c["reported"], {}),
+            ("cems_journaled_messages_total", "counter", "messages journaled and acknowledged",
+             self.intake.journaled, {}),
+            ("cems_journal_unprocessed_messages", "gauge", "journaled messages not yet handled", j["unprocessed"], {}),
+            ("cems_journal_bytes", "gauge", "bytes in the journal's segments", j["bytes"], {}),
+            ("cems_processing_lag_seconds", "gauge", "receipt to handling, of the last message handled",
+             self.processor.lag_s, {}),
+            ("cems_spool_points", "gauge", "database points waiting in the spool", sp["lines"], {}),
+            ("cems_spool_bytes", "gauge", "bytes in the spool", sp["bytes"], {}),
+            ("cems_spool_oldest_age_seconds", "gauge", "age of the oldest spooled write", sp["oldest_age_s"], {}),
+            ("cems_influx_refused_writes_total", "counter", "writes InfluxDB refused (dead-lettered)",
+             sp["refused"], {}),
+            ("cems_influx_write_seconds_total", "counter", "time spent in direct InfluxDB write requests",
+             self.store.write_seconds, {}),
+            ("cems_influx_writes_total", "counter", "direct InfluxDB write requests", self.store.writes, {}),
+            ("cems_influx_points_written_total", "counter", "points written directly to InfluxDB",
+             self.store.points_written, {}),
+            ("cems_mqtt_connected", "gauge", "1 while connected to the broker", self.collector.connected.is_set(),
+             {}),
+            ("cems_deadletters_total", "counter", "dead-letter records written", self.deadletters.count, {}),
+        ]
 
     def run(self) -> None:
         # Intake needs only the journal: messages are taken and acknowledged even while InfluxDB is away.

@@ -117,6 +117,7 @@ class Processor(threading.Thread):
         self.wake = threading.Event()  # set to retry at once (the spool has drained, or stopping)
         self.last_error: str | None = None
         self.last_error_at: float | None = None
+        self.lag_s: float | None = None  # from receipt to handling, of the last message handled
 
     def _retry(self, what: str, fn):
         delay = 0.5
@@ -151,6 +152,7 @@ class Processor(threading.Thread):
                 if out is None:
                     break  # stopping: the journal still holds it
                 done = seq
+                self.lag_s = self.clock() - rec.received_at
                 if rec.source == "http":
                     self.replies.put(seq, out)
             if done is not None:

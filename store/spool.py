@@ -52,6 +52,9 @@ class SpooledInflux:
         self.last_error: str | None = None
         self.on_drained = lambda: None  # called (from the drain thread) when the spool has just emptied
         self.refused = 0  # writes the database refused, kept in the dead-letter store
+        self.writes = 0  # direct write requests that succeeded, their points and their total time
+        self.points_written = 0
+        self.write_seconds = 0.0
         pending = self.log.status()["records"]
         if pending:
             for seq, body in self.log.read(max_records=pending):
@@ -95,7 +98,11 @@ class SpooledInflux:
             spooling = self.spooling
         if not spooling:
             try:
+                t = time.perf_counter()
                 self.db.write(lines, precision)
+                self.write_seconds += time.perf_counter() - t
+                self.writes += 1
+                self.points_written += len(lines)
                 self.last_error = None
                 return
             except InfluxError as e:

@@ -98,3 +98,14 @@ def test_without_an_ingest_handler_it_is_503():
 def test_live_stream_refuses_before_streaming(client, params, token, code):
     r = client.get("/api/v1/live/stream", params=params, headers=auth(token) if token else {})
     assert r.status_code == code
+
+
+def test_metrics_exposition_format():
+    from cems.api.routes.metrics import exposition
+
+    text = exposition([("m_total", "counter", "things", 3, {}), ("g", "gauge", "a gauge", None, {"k": 'a"b\\c\nd'}),
+                       ("g", "gauge", "a gauge", 1.5, {"k": "x"})])
+    assert text == ('# HELP m_total things\n# TYPE m_total counter\nm_total 3.0\n# HELP g a gauge\n# TYPE g gauge\n'
+                    'g{k="a\\"b\\\\c\\nd"} NaN\ng{k="x"} 1.5\n')
+    c = TestClient(create_app(parse_config(CFG), FakeDb(), lambda p, s: None, lambda: {}))
+    assert c.get("/metrics").status_code == 404  # no metrics source in this process

@@ -74,3 +74,20 @@ def test_live_figures_are_pushed_as_server_sent_events(service):
     assert close(last["rate_t_h"], rate_kg_h_closed_form(K1) / 1000)
     code, live = service.get("/stacks/it/k1/live")
     assert code == 200 and live["rate_t_h"] == last["rate_t_h"]
+
+
+def test_prometheus_metrics(service):
+    t = int(time.time()) - 300
+    body = json.dumps({"ts": [t + s for s in range(10)], **K1}).encode()
+    assert post(service, "/ingest/it/k1", body).status_code == 202
+    r = httpx.get(f"http://127.0.0.1:{service.api_port}/metrics", timeout=10)
+    assert r.status_code == 200 and r.headers["content-type"].startswith("text/plain; version=0.0.4")
+    values = {}
+    for line in r.text.splitlines():
+        if line and not line.startswith("#"):
+            name, value = line.rsplit(" ", 1)
+            values[name] = float(value)
+    assert values['cems_readings_total{outcome="accepted"}'] >= 10
+    assert values["cems_journaled_messages_total"] >= 1 and values["cems_mqtt_connected"] == 1.0
+    assert values["cems_spool_points"] == 0.0 and values["cems_journal_unprocessed_messages"] >= 0
+    assert "# TYPE cems_readings_total counter" in r.text
