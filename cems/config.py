@@ -44,6 +44,17 @@ class MqttConfig(_Section):
     # between them on one broker (docs/scaling.md).
     subscribe: Literal["all", "configured"] = "all"
 
+    @model_validator(mode="before")
+    @classmethod
+    def _credentials_from_env(cls, data):
+        """CEMS_MQTT_USERNAME / CEMS_MQTT_PASSWORD, when set, win over the file: secrets stay out of it."""
+        data = dict(data or {})
+        for key in ("username", "password"):
+            env = os.environ.get(f"CEMS_MQTT_{key.upper()}")
+            if env:
+                data[key] = env
+        return data
+
 
 class InfluxConfig(_Section):
     url: str = "http://127.0.0.1:8086"
@@ -208,7 +219,7 @@ class Hj212Config(_Section):
 
 
 class Config(_Section):
-    mqtt: MqttConfig = MqttConfig()
+    mqtt: MqttConfig = Field(default_factory=MqttConfig)
     influx: InfluxConfig = InfluxConfig()
     api: ApiConfig = ApiConfig()
     storage: StorageConfig = StorageConfig()

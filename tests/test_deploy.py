@@ -27,12 +27,16 @@ def test_demo_config_is_the_design_demo_plant(tmp_path):
 def test_compose_file_services_and_volumes():
     doc = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
     services = doc["services"]
-    assert set(services) == {"mosquitto", "influxdb", "cems", "simulator"}
+    assert set(services) == {"mosquitto-init", "mosquitto", "influxdb", "cems", "simulator"}
+    assert services["mosquitto"]["depends_on"]["mosquitto-init"]["condition"] == "service_completed_successfully"
+    assert services["cems"]["environment"]["CEMS_MQTT_USERNAME"] == "cems"
+    assert services["simulator"]["environment"]["CEMS_MQTT_USERNAME"] == "wusha"
     assert services["influxdb"]["image"] == "influxdb:1.11"
     assert services["simulator"]["profiles"] == ["demo"]
     for name, svc in services.items():
         for vol in svc.get("volumes", []):
             src = vol.split(":")[0]
+            assert vol.count(":") <= 2, f"{name}: {vol}"
             if src.startswith("./"):
                 assert (ROOT / src).exists(), f"{name}: {src} missing"
             else:
@@ -45,3 +49,12 @@ def test_broker_configs_keep_the_guarantees():
     for text in ((ROOT / "deploy" / "mosquitto" / "mosquitto.conf").read_text(), ls.mosquitto_conf(1883, Path("/x"))):
         assert "persistence true" in text
         assert "max_queued_messages 0" in text
+
+
+def test_broker_needs_a_login():
+    text = (ROOT / "deploy" / "mosquitto" / "mosquitto.conf").read_text()
+    assert "allow_anonymous false" in text
+    assert "password_file /mosquitto/config/passwd" in text and "acl_file /mosquitto/config/acl" in text
+    env = (ROOT / "deploy" / "env.example").read_text()
+    for key in ("CEMS_MQTT_PASSWORD", "CEMS_GATEWAY_PASSWORDS", "CEMS_WUSHA_GATEWAY_PASSWORD"):
+        assert f"{key}=" in env
