@@ -646,3 +646,20 @@ def test_nan_range_refused_and_open_range_accepted():
 def test_velocity_flow_must_be_actual_wet():
     msg = config_error(with_stack('area_m2 = 20.0\nflow_basis = "std_dry"'))
     assert "plants[0].stacks[1]" in msg and "actual_wet" in msg
+
+
+def test_every_config_key_is_in_the_configuration_reference():
+    """docs/configuration.md names every key the config models accept."""
+    import re
+
+    from pydantic import BaseModel
+
+    from cems import config as C
+
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "configuration.md").read_text()
+    named = set(re.findall(r"`(?:[a-z_]+\[\]\.)?([a-z0-9_]+)`", doc))
+    sections = {"plants", "stacks", "tokens", "mqtt", "influx", "api", "storage", "hj212", "devices"}
+    missing = [f"{name}.{f}" for name, cls in vars(C).items()
+               if isinstance(cls, type) and issubclass(cls, BaseModel) and cls.__module__ == C.__name__
+               for f in cls.model_fields if f not in named and f not in sections]
+    assert not missing, f"not in docs/configuration.md: {missing}"
