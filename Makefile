@@ -38,5 +38,11 @@ bench: setup
 	$(BIN)/pip install -q -e '.[dev,bench]'
 	$(BIN)/python -m bench
 
+## bench-e2e: the end-to-end benchmark, mosquitto -> cems serve -> InfluxDB on this machine (about 10 min;
+## `make bench-e2e ARGS=--quick` for a 2-minute smoke run)
+.PHONY: bench-e2e
+bench-e2e: setup
+	$(BIN)/python -m bench.e2e $(ARGS)
+
 clean:
 	rm -rf $(VENV) var .pytest_cache .hypothesis

@@ -135,6 +135,16 @@ class Processor(threading.Thread):
         return None
 
     def run(self) -> None:
+        try:
+            self._run()
+        except BaseException:
+            log.critical("the processor stopped on an unexpected error; nothing more is handled until the "
+                         "service restarts (the journal keeps every message)", exc_info=True)
+            raise
+        if not self.stopping.is_set():
+            log.critical("the processor ended without being told to stop; the journal keeps every message")
+
+    def _run(self) -> None:
         self._retry("start-up (InfluxDB)", lambda: self.pipeline.start(self.clock()))
         if self.stopping.is_set():
             return
