@@ -5,15 +5,12 @@ loopback ports, and `cems serve` as a subprocess with a generated config; CPU ti
 import ctypes
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 import urllib.request
 import uuid
-from dataclasses import dataclass
 from pathlib import Path
 
 import paho.mqtt.client as mqtt
@@ -49,45 +46,12 @@ def rss_mb(pid: int) -> float:
     return float("nan")
 
 
-@dataclass
-class Backends:
-    """A private mosquitto and InfluxDB with their data under `workdir`."""
-
-    workdir: Path
-    mosquitto: ls.Service | None = None
-    influxd: ls.Service | None = None
+class Backends(ls.Backends):
+    """A private mosquitto and InfluxDB for one benchmark run."""
 
     @classmethod
     def start(cls) -> "Backends":
-        ls.ensure_installed(quiet=True)
-        wd = Path(tempfile.mkdtemp(prefix="cems-bench-e2e-"))
-        # mosquitto drops root for its own user and must still write its persistence directory.
-        (wd / "mosquitto").mkdir()
-        for d in (wd, wd / "mosquitto"):
-            d.chmod(0o777)
-        b = cls(wd)
-        try:
-            b.mosquitto = ls.start_mosquitto(wd, ls.free_port())
-            b.influxd = ls.start_influxd(wd, ls.free_port())
-        except BaseException:
-            b.stop(keep=True)
-            raise
-        return b
-
-    @property
-    def mqtt_port(self) -> int:
-        return self.mosquitto.port
-
-    @property
-    def influx_port(self) -> int:
-        return self.influxd.port
-
-    def stop(self, keep: bool = False) -> None:
-        for svc in (self.mosquitto, self.influxd):
-            if svc is not None:
-                svc.stop()
-        if not keep:
-            shutil.rmtree(self.workdir, ignore_errors=True)
+        return cls.start_private("cems-bench-e2e-")
 
 
 def write_config(path: Path, b: Backends, api_port: int, database: str, client_id: str, data_dir: Path,

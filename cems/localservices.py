@@ -17,6 +17,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -193,6 +194,48 @@ def stop_dir(workdir: Path) -> list[str]:
             stopped.append(name)
         pidfile.unlink()
     return stopped
+
+
+@dataclass
+class Backends:
+    """A mosquitto and an InfluxDB on loopback with their data under `workdir` (tests and benchmarks)."""
+
+    workdir: Path
+    mosquitto: Service | None = None
+    influxd: Service | None = None
+
+    @property
+    def mqtt_port(self) -> int:
+        return self.mosquitto.port
+
+    @property
+    def influx_port(self) -> int:
+        return self.influxd.port
+
+    @classmethod
+    def start_private(cls, prefix: str = "cems-services-") -> "Backends":
+        """Both on free ports in a new temporary directory, world-writable because mosquitto drops root for
+        its own user and must still write its persistence file there."""
+        ensure_installed(quiet=True)
+        wd = Path(tempfile.mkdtemp(prefix=prefix))
+        (wd / "mosquitto").mkdir()
+        for d in (wd, wd / "mosquitto"):
+            d.chmod(0o777)
+        b = cls(wd)
+        try:
+            b.mosquitto = start_mosquitto(wd, free_port())
+            b.influxd = start_influxd(wd, free_port())
+        except BaseException:
+            b.stop(keep=True)
+            raise
+        return b
+
+    def stop(self, keep: bool = False) -> None:
+        for svc in (self.mosquitto, self.influxd):
+            if svc is not None:
+                svc.stop()
+        if not keep:
+            shutil.rmtree(self.workdir, ignore_errors=True)
 
 
 def main(argv: list[str] | None = None) -> int:

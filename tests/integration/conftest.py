@@ -26,19 +26,7 @@ pytestmark = pytest.mark.integration
 TOKENS = {"regulator": "it-regulator-token", "operator": "it-operator-token-other", "gateway": "it-gateway-token"}
 
 
-@dataclass
-class Backends:
-    workdir: Path
-    mosquitto: ls.Service
-    influxd: ls.Service
-
-    @property
-    def mqtt_port(self) -> int:
-        return self.mosquitto.port
-
-    @property
-    def influx_port(self) -> int:
-        return self.influxd.port
+Backends = ls.Backends
 
 
 @pytest.fixture(scope="session")

@@ -5,13 +5,10 @@ and started again on the same port and data, a known multi-hour stream, and ways
 import datetime as dt
 import json
 import math
-import shutil
-import tempfile
 import threading
 import time
 import uuid
 from dataclasses import dataclass
-from pathlib import Path
 
 import paho.mqtt.client as mqtt
 
@@ -60,24 +57,11 @@ class PrivateBackends(Backends):
         self.influxd = ls.start_influxd(self.workdir, self.influxd.port)
 
     def close(self) -> None:
-        self.mosquitto.stop()
-        self.influxd.stop()
-        shutil.rmtree(self.workdir, ignore_errors=True)
+        self.stop()
 
 
 def private_backends(prefix: str = "cems-faults-") -> PrivateBackends:
-    ls.ensure_installed(quiet=True)
-    wd = Path(tempfile.mkdtemp(prefix=prefix))
-    (wd / "mosquitto").mkdir()
-    for d in (wd, wd / "mosquitto"):
-        d.chmod(0o777)
-    mosq = ls.start_mosquitto(wd, ls.free_port())
-    try:
-        influx = ls.start_influxd(wd, ls.free_port())
-    except Exception:
-        mosq.stop()
-        raise
-    return PrivateBackends(wd, mosq, influx)
+    return PrivateBackends.start_private(prefix)
 
 
 # ---- the stream -----------------------------------------------------------------------------------------
