@@ -101,11 +101,18 @@ def _get(url: str, token: str | None = None) -> dict | None:
         return None
 
 
-def _status_line(base: str, token: str) -> str:
+def _status_line(base: str, token: str, last: dict | None = None) -> str:
+    """Health, readings/s since the previous line (`last` keeps what it needs), rejected, and each stack's
+    live rate and hour-to-date total."""
     h = _get(f"{base}/api/v1/health") or {}
     stacks = (_get(f"{base}/api/v1/stacks", token) or {}).get("items", [])
     p = h.get("checks", {}).get("pipeline", {})
-    parts = [f"{h.get('status', '?')}", f"{p.get('accepted', 0)} readings", f"{p.get('rejected', 0)} rejected"]
+    last = {} if last is None else last
+    now, accepted = time.monotonic(), p.get("accepted", 0)
+    rate = (accepted - last["accepted"]) / (now - last["t"]) if last.get("t") and now > last["t"] else None
+    last.update(t=now, accepted=accepted)
+    parts = [f"{h.get('status', '?')}", f"{accepted} readings" + (f" ({rate:.0f}/s)" if rate is not None else ""),
+             f"{len(stacks)} stacks", f"{p.get('rejected', 0)} rejected"]
     for s in stacks:
         live = _get(f"{base}/api/v1/stacks/{s['plant']}/{s['stack']}/live", token) or {}
         rate = live.get("rate_t_h")
@@ -155,9 +162,10 @@ def run_demo(workdir: str = "var/demo", api_port: int = 8080) -> int:
         for role in ROLES:
             print(f"Token ({role}): {tokens[role]}")
         print("\nFirst minute figures appear about a minute after start. Ctrl-C stops everything.\n", flush=True)
+        last: dict = {}
         while all(p.poll() is None for p in procs):
             time.sleep(5)
-            print(time.strftime("%H:%M:%S ") + _status_line(base, tokens["operator"]), flush=True)
+            print(time.strftime("%H:%M:%S ") + _status_line(base, tokens["operator"], last), flush=True)
         print("a demo process exited; see the logs in " + str(wd), file=sys.stderr)
         return 1
     except KeyboardInterrupt:
