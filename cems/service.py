@@ -48,6 +48,9 @@ class Service:
         self._stop_drain = threading.Event()
         self.drain = threading.Thread(target=self.store.run_drain, args=(self._stop_drain,), name="cems-spool",
                                       daemon=True)
+        self._stop_writer = threading.Event()
+        self.writer = threading.Thread(target=self.store.run_writer, args=(self._stop_writer,), name="cems-writer",
+                                       daemon=True)
         self.started_at = time.time()
         self.app = create_app(cfg, influx_from(cfg), self._live, self.health, self.ingest_http, self.metrics)
 
@@ -117,6 +120,7 @@ class Service:
     def run(self) -> None:
         # Intake needs only the journal: messages are taken and acknowledged even while InfluxDB is away.
         self.drain.start()
+        self.writer.start()
         self.intake.start()
         self.processor.start()
         self.collector.start()
@@ -130,6 +134,10 @@ class Service:
             self.collector.stop()
             self.intake.stop()
             self.processor.stop()
+            if self.store.wait_written(10):  # what the processor handled last, then its checkpoint
+                self.journal.commit(self.processor.stored_seq)
+            self._stop_writer.set()
+            self.writer.join(10)
             self._stop_drain.set()
             self.drain.join(10)
             self.journal.close()

@@ -322,20 +322,29 @@ class Pipeline:
         self._out_ms.extend(lines)
         self._out_ns.extend(audits)
 
-    def flush(self) -> None:
+    def flush(self, on_done=None) -> None:
         """Write the queued points, in order; they stay queued if the store raises (call again).
 
-        The caller (the processor) flushes after each batch of messages and before it moves the journal's
-        checkpoint past them, and `tick` flushes before it returns, so the state in memory may run ahead of
-        the store only between a batch and its flush: a crash there is undone by handling the journal
-        again from the checkpoint.
+        A store with a writer thread (`SpooledInflux.submit`) takes them in the background and calls
+        `on_done()` once they are stored; otherwise they are written here, then `on_done()`. The processor
+        moves the journal's checkpoint past a batch of messages only from `on_done`, and `tick` flushes
+        before it returns, so the state in memory may run ahead of the store only until then: a crash in
+        between is undone by handling the journal again from the checkpoint.
         """
+        submit = getattr(self.db, "submit", None)
+        if submit is not None:
+            ms, ns = self._out_ms, self._out_ns
+            self._out_ms, self._out_ns = [], []
+            submit(ms, ns, on_done)
+            return
         if self._out_ms:
             self.db.write(self._out_ms)
             self._out_ms = []
         if self._out_ns:
             self.db.write(self._out_ns, precision="ns")
             self._out_ns = []
+        if on_done is not None:
+            on_done()
 
     # ---- the clock -------------------------------------------------------------------------------
     def tick(self, now: float) -> None:

@@ -118,6 +118,7 @@ class Processor(threading.Thread):
         self.last_error: str | None = None
         self.last_error_at: float | None = None
         self.lag_s: float | None = None  # from receipt to handling, of the last message handled
+        self.stored_seq = 0  # the journal seq through which every batch is stored (set by the writer thread)
 
     def _retry(self, what: str, fn):
         delay = 0.5
@@ -167,13 +168,12 @@ class Processor(threading.Thread):
                     self.replies.put(seq, out)
             if done is not None:
                 try:
-                    self._retry("storing", self.pipeline.flush)
+                    self._retry("storing", lambda s=done: self.pipeline.flush(lambda: self._mark_stored(s)))
                 except Exception:
                     log.exception("storing failed; the journal keeps the messages until it succeeds")
                     continue
-                if self.stopping.is_set():
-                    break  # perhaps before the points were stored: the journal still holds the messages
-                self.journal.commit(done)
+            # The checkpoint moves (on this thread, which reads the journal) past the batches now stored.
+            self.journal.commit(self.stored_seq)
             now = self.clock()
             if now - last_tick >= self.tick_s:
                 try:
@@ -181,6 +181,9 @@ class Processor(threading.Thread):
                 except Exception:
                     log.exception("closing periods failed; carrying on")
                 last_tick = now
+
+    def _mark_stored(self, seq: int) -> None:
+        self.stored_seq = max(self.stored_seq, seq)  # one writer thread: no lost update
 
     def _handle(self, msg: Message) -> Outcome:
         try:

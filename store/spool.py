@@ -13,6 +13,7 @@ A spool record is ``f64 spooled_at | u8 len(precision) | precision | lines joine
 """
 
 import logging
+import queue
 import struct
 import threading
 import time
@@ -25,6 +26,7 @@ from cems.store.segmentlog import LogFull, SegmentLog, Timestamps
 log = logging.getLogger("cems.spool")
 _HEAD = struct.Struct("<dB")
 BATCH = 5000  # points per write request: InfluxDB's recommended batch size
+IN_FLIGHT = 2  # batches queued for the writer thread while the processor handles the next
 
 
 def encode(lines: list[str], precision: str, at: float) -> bytes:
@@ -51,6 +53,7 @@ class SpooledInflux:
         self._wake = threading.Event()
         self.last_error: str | None = None
         self.on_drained = lambda: None  # called (from the drain thread) when the spool has just emptied
+        self._queue: queue.Queue = queue.Queue(maxsize=IN_FLIGHT)  # batches for the writer thread
         self.refused = 0  # writes the database refused, kept in the dead-letter store
         self.writes = 0  # direct write requests that succeeded, their points and their total time
         self.points_written = 0
@@ -78,6 +81,7 @@ class SpooledInflux:
         self.db.create_database()
 
     def query(self, q: str) -> list[dict]:
+        self.wait_written()  # read what was written: every submitted batch first
         if self.spooling:
             raise InfluxError(f"{self._lines} points still spooled; the database is not yet complete")
         return self.db.query(q)
@@ -173,6 +177,43 @@ class SpooledInflux:
             elif self.last_error:
                 stop.wait(delay)
                 delay = min(delay * 2, 15.0)
+
+    # ---- writing in the background ----------------------------------------------------------------------
+    def submit(self, ms: list[str], ns: list[str], on_done=None) -> None:
+        """Queue a batch for the writer thread, in order (blocks while `IN_FLIGHT` batches wait: backpressure);
+        `on_done()` runs once the points are in the database or in the spool."""
+        self._queue.put((ms, ns, on_done))
+
+    def wait_written(self, timeout: float | None = None) -> bool:
+        """Until every submitted batch is written (or spooled); False on timeout."""
+        with self._queue.all_tasks_done:
+            return self._queue.all_tasks_done.wait_for(lambda: not self._queue.unfinished_tasks, timeout)
+
+    def run_writer(self, stop: threading.Event) -> None:
+        """The writer thread: submitted batches in order; a failure (the disk) is retried, never skipped."""
+        while True:
+            try:
+                ms, ns, on_done = self._queue.get(timeout=0.2)
+            except queue.Empty:
+                if stop.is_set():
+                    return
+                continue
+            delay = 0.5
+            while True:
+                try:
+                    self.write(ms)
+                    self.write(ns, precision="ns")
+                    ms = ns = []  # written: a retry after a failing callback writes nothing twice
+                    if on_done is not None:
+                        on_done()
+                    break
+                except Exception as e:
+                    log.error("writing a batch failed, retrying in %.1f s: %s", delay, e)
+                    self.last_error = f"writing failed: {e}"
+                    if stop.wait(delay):
+                        break  # stopping: what was not written stays in the journal (not checkpointed)
+                    delay = min(delay * 2, 15.0)
+            self._queue.task_done()
 
     def status(self) -> dict:
         s = self.log.status()

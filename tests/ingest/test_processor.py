@@ -27,11 +27,13 @@ class FakePipeline:
         self.handled.append(msg.payload)
         return Outcome(accepted=1)
 
-    def flush(self):
+    def flush(self, on_done=None):
         if self.fail_flushes:
             self.fail_flushes -= 1
             raise InfluxError("disk or database trouble")
         self.flushed.append(len(self.handled))
+        if on_done is not None:
+            on_done()
 
     def tick(self, now):
         self.ticks += 1

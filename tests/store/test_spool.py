@@ -169,3 +169,26 @@ def test_journal_keeps_messages_whole_and_in_order(tmp_path):
     j.close()
     again = Journal(tmp_path)
     assert [m.topic for _, m in again.read(10)] == [msgs[3].topic, msgs[4].topic]
+
+
+def test_the_writer_thread_writes_submitted_batches_in_order_then_reports(parts):
+    db, sp, _, _ = parts
+    stop = threading.Event()
+    t = threading.Thread(target=sp.run_writer, args=(stop,), daemon=True)
+    t.start()
+    done: list[int] = []
+    try:
+        sp.submit(["a v=1 1"], ["audit x=1 1"], lambda: done.append(1))
+        db.down = True  # the second batch goes to the spool, still in order, and still counts as stored
+        sp.submit(["a v=2 2"], [], lambda: done.append(2))
+        assert sp.wait_written(5)
+        assert done == [1, 2] and sp.spooling
+        db.down = False
+        with pytest.raises(InfluxError):
+            sp.query("q")  # written, but part of it only to the spool: the database is not complete yet
+        assert sp.drain_once()
+        assert [p for _, p in db.points] == ["a v=1 1", "audit x=1 1", "a v=2 2"]
+        assert sp.query("q") == [{"n": 3}]
+    finally:
+        stop.set()
+        t.join(5)
