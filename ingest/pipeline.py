@@ -347,6 +347,12 @@ class Pipeline:
             on_done()
 
     # ---- the clock -------------------------------------------------------------------------------
+    def close_minutes(self, now: float) -> None:
+        """Only the minutes whose end has passed (cheap; the processor calls it more often than `tick`, so a
+        minute's figure is stored soon after the minute ends)."""
+        self._close_minutes(now)
+        self.flush()
+
     def tick(self, now: float) -> None:
         """Close minutes and hours whose end has passed, finalise hours, evict old state, update live."""
         self.flush()  # a failed flush of the last batch first: nothing queued behind it

@@ -104,13 +104,14 @@ class Replies:
 
 class Processor(threading.Thread):
     def __init__(self, pipeline: Pipeline, journal: Journal, clock: Callable[[], float] = time.time,
-                 tick_s: float = 1.0, batch: int = 500, replies: Replies | None = None):
+                 tick_s: float = 1.0, batch: int = 500, replies: Replies | None = None, minute_tick_s: float = 0.25):
         super().__init__(name="cems-processor", daemon=True)
         self.pipeline = pipeline
         self.journal = journal
         self.replies = replies or Replies()
         self.clock = clock
-        self.tick_s = tick_s
+        self.tick_s = tick_s  # everything the clock closes: minutes, hours, finality, eviction, live totals
+        self.minute_tick_s = minute_tick_s  # minutes alone, more often: a minute's figure soon after its end
         self.batch = batch
         self.stopping = threading.Event()
         self.ready = threading.Event()
@@ -153,9 +154,9 @@ class Processor(threading.Thread):
         if backlog:
             log.info("journal: %d messages received before the restart are handled first", backlog)
         self.ready.set()
-        last_tick = 0.0
+        last_tick = last_minutes = 0.0
         while not self.stopping.is_set():
-            records = self.journal.read(self.batch, timeout=min(0.2, self.tick_s))
+            records = self.journal.read(self.batch, timeout=min(0.2, self.tick_s, self.minute_tick_s))
             done = None
             for seq, rec in records:
                 msg = Message(rec.topic, rec.payload, rec.received_at, source=rec.source)
@@ -176,11 +177,17 @@ class Processor(threading.Thread):
             self.journal.commit(self.stored_seq)
             now = self.clock()
             if now - last_tick >= self.tick_s:
-                try:
-                    self._retry("closing periods", lambda: self.pipeline.tick(self.clock()))
-                except Exception:
-                    log.exception("closing periods failed; carrying on")
-                last_tick = now
+                self._on_clock("closing periods", self.pipeline.tick)
+                last_tick = last_minutes = now
+            elif now - last_minutes >= self.minute_tick_s:
+                self._on_clock("closing minutes", self.pipeline.close_minutes)
+                last_minutes = now
+
+    def _on_clock(self, what: str, fn) -> None:
+        try:
+            self._retry(what, lambda: fn(self.clock()))
+        except Exception:
+            log.exception("%s failed; carrying on", what)
 
     def _mark_stored(self, seq: int) -> None:
         self.stored_seq = max(self.stored_seq, seq)  # one writer thread: no lost update

@@ -16,6 +16,7 @@ class FakePipeline:
         self.flushed: list[int] = []  # handled count at each successful flush
         self.fail_flushes = 0
         self.ticks = 0
+        self.minute_ticks = 0
         self.deadletters = None
 
     def start(self, now):
@@ -37,6 +38,9 @@ class FakePipeline:
 
     def tick(self, now):
         self.ticks += 1
+
+    def close_minutes(self, now):
+        self.minute_ticks += 1
 
 
 class Dead:
@@ -63,7 +67,7 @@ def test_messages_are_journaled_acked_handled_flushed_then_checkpointed(tmp_path
     intake = Intake(inbox, j, ack=acked.append)
     pipe = FakePipeline()
     pipe.deadletters = Dead()
-    proc = Processor(pipe, j, tick_s=0.05)
+    proc = Processor(pipe, j, tick_s=0.2, minute_tick_s=0.05)
     proc.wake.set()
     intake.start()
     proc.start()
@@ -82,7 +86,8 @@ def test_messages_are_journaled_acked_handled_flushed_then_checkpointed(tmp_path
         assert wait(lambda: j.status()["unprocessed"] == 0, 15)
         assert pipe.fail_flushes == 0 and pipe.flushed[-1] == 6
         assert [r["reason"] for r in pipe.deadletters.records] == ["internal error: ValueError: a bug"]
-        assert proc.is_alive() and pipe.ticks > 0
+        assert proc.is_alive()
+        assert wait(lambda: pipe.ticks > 0 and pipe.minute_ticks > pipe.ticks)  # minutes close more often
     finally:
         intake.stop()
         proc.stop()
