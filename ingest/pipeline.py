@@ -311,11 +311,8 @@ class Pipeline:
 
     def _audit_line(self, plant: str, stack: str, kind: str, target_ms: int, now: float, change: dict,
                     cause: str) -> str:
-        fields = {"target": dt.datetime.fromtimestamp(target_ms / 1000, dt.UTC).isoformat(),
-                  "old": orjson.dumps(change.get("old")).decode(), "new": orjson.dumps(change.get("new")).decode(),
-                  "cause": cause}
-        # Written in ns with a counter in the last digits, so records made in the same instant all stay.
-        return line(schema.AUDIT, {"plant": plant, "stack": stack, "kind": kind}, fields, self._unique_ns(now))
+        return schema.audit_line({"plant": plant, "stack": stack, "kind": kind}, target_ms / 1000, change.get("old"),
+                                 change.get("new"), cause, self._unique_ns(now))
 
     def _write(self, lines: list[str], audits: list[str] = ()) -> None:
         """Queue points for `flush`: readings and figures (ms), audit and rejection records (ns)."""

@@ -156,15 +156,14 @@ def fuel_rows(db: Influx, plant: str, start_s: int, end_s: int) -> dict[int, dic
     return {int(r["time"]) // 1000: {k: r.get(k) for k in FUEL_FIELDS} for r in rows}
 
 
-def fuel_audit_line(plant: str, day_start_s: int, old: dict, new: dict, cause: str, time_ns: int) -> str:
-    """An `audit` record (kind `fuel`) of a replaced day of fuel data; written with precision "ns".
-
-    `time_ns` must be unique per record (the time of the change plus a counter), so records made in the same
-    instant all stay. `target` is the day's local midnight in UTC, as the pipeline's audit records write it.
-    """
-    fields = {"target": dt.datetime.fromtimestamp(day_start_s, dt.UTC).isoformat(),
+def audit_line(tags: dict[str, str], target_s: float, old, new, cause: str, time_ns: int) -> str:
+    """An `audit` record (tags `plant`, `kind` and, for a stack's records, `stack`): what changed, from what to
+    what, and why. Written with precision "ns": `time_ns` must be unique per record (the time of the change
+    plus a counter), so records made in the same instant all stay. `target` is the changed period's start
+    (a reading's time, an hour's, a fuel day's local midnight, a compliance year's) in UTC."""
+    fields = {"target": dt.datetime.fromtimestamp(target_s, dt.UTC).isoformat(),
               "old": orjson.dumps(old).decode(), "new": orjson.dumps(new).decode(), "cause": cause}
-    return line(AUDIT, {"plant": plant, "kind": "fuel"}, fields, time_ns)
+    return line(AUDIT, tags, fields, time_ns)
 
 
 def final_hour_counts(db: Influx, plant: str, start_s: int, end_s: int) -> dict[str, int]:
@@ -193,13 +192,6 @@ def allowance_rows(db: Influx, plant: str, start_s: int, end_s: int) -> dict[int
     """Allowance records keyed by their year's start [epoch s], for starts in [start_s, end_s)."""
     rows = db.query(f"SELECT * FROM {ALLOWANCE} WHERE {_plant_where(plant, start_s * 1000, end_s * 1000)}")
     return {int(r["time"]) // 1000: {k: r.get(k) for k in ALLOWANCE_FIELDS} for r in rows}
-
-
-def plant_audit_line(plant: str, kind: str, target_s: int, old: dict, new: dict, cause: str, time_ns: int) -> str:
-    """An `audit` record of a replaced plant-level record (kind `allowance`, ...); as `fuel_audit_line`."""
-    fields = {"target": dt.datetime.fromtimestamp(target_s, dt.UTC).isoformat(),
-              "old": orjson.dumps(old).decode(), "new": orjson.dumps(new).decode(), "cause": cause}
-    return line(AUDIT, {"plant": plant, "kind": kind}, fields, time_ns)
 
 
 def plant_hour_rows(db: Influx, plant: str, start_s: int, end_s: int,

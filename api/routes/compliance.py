@@ -240,7 +240,7 @@ def submit_allowances(request: Request, who: Setter, plant: str, body: Allowance
     if old is not None:
         # The audit record first, as for fuel data: a failure in between leaves the old figure standing.
         cause = f"allowances resubmitted by {who.name}"
-        db.write([schema.plant_audit_line(plant, "allowance", ys, old, record, cause, unique_audit_ns(now))],
-                 precision="ns")
+        db.write([schema.audit_line({"plant": plant, "kind": "allowance"}, ys, old, record, cause,
+                                    unique_audit_ns(now))], precision="ns")
     db.write([schema.allowance_line(plant, ys, record)], precision="ms")
     return AllowanceRecord(plant=plant, **record, replaced=old is not None)

@@ -51,7 +51,7 @@ def submit_fuel(request: Request, who: Operator, plant: str, body: FuelIn) -> Fu
         # The audit record first: if the new record then fails to store, the old one still stands and the
         # audit only shows an attempt; the other way round, the old values could be lost.
         date = {"date": body.date.isoformat()}
-        db.write([schema.fuel_audit_line(plant, day_s, date | old, date | record,
-                                         f"fuel data resubmitted by {who.name}", unique_audit_ns(now))], precision="ns")
+        db.write([schema.audit_line({"plant": plant, "kind": "fuel"}, day_s, date | old, date | record,
+                                    f"fuel data resubmitted by {who.name}", unique_audit_ns(now))], precision="ns")
     db.write([schema.fuel_line(plant, day_s, record)], precision="ms")
     return FuelRecord(plant=plant, date=body.date.isoformat(), **record)
