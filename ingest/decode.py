@@ -5,6 +5,7 @@ problems (missing channel, out of range, a bad flag) are left to validity, which
 """
 
 import datetime as dt
+import math
 import re
 from dataclasses import dataclass, field
 
@@ -17,6 +18,8 @@ MAX_PAYLOAD_BYTES = 256 * 1024
 ID_RE = re.compile(r"[a-z0-9_-]{1,64}")
 KNOWN_KEYS = frozenset(NAMES) | {"ts", "status", "gw", "seq"}
 _NUMBER = (int, float)
+_NUMBER_SET = frozenset(_NUMBER)
+_NUMBERS_OR_NONE = frozenset((int, float, type(None)))
 
 
 class Rejected(Exception):
@@ -77,13 +80,31 @@ def _ts_ms(x, where: str) -> int:
 
 def _column(key: str, raw, n: int) -> np.ndarray:
     if isinstance(raw, list):
-        for i, x in enumerate(raw):
-            if x is not None and type(x) not in _NUMBER:
-                raise Rejected(f"{key}[{i}]: expected a number or null, got {type(x).__name__}")
-        return np.array(raw, dtype=np.float64)
+        if not _NUMBERS_OR_NONE.issuperset(map(type, raw)):
+            for i, x in enumerate(raw):
+                if x is not None and type(x) not in _NUMBER:
+                    raise Rejected(f"{key}[{i}]: expected a number or null, got {type(x).__name__}")
+        return np.array(raw, dtype=np.float64)  # None -> NaN
     if raw is not None and type(raw) not in _NUMBER:
         raise Rejected(f"{key}: expected a number or null, got {type(raw).__name__}")
     return np.full(n, np.nan if raw is None else float(raw))
+
+
+def _scalar(key: str, raw) -> float:
+    if raw is None:
+        return math.nan
+    if type(raw) not in _NUMBER:
+        raise Rejected(f"{key}: expected a number or null, got {type(raw).__name__}")
+    return float(raw)
+
+
+def _ts_column(ts_raw: list) -> np.ndarray:
+    """Reading times [ms]; a list of epoch seconds in one step, anything else (ISO strings) one by one."""
+    if _NUMBER_SET.issuperset(map(type, ts_raw)):
+        t = np.array(ts_raw, dtype=np.float64)
+        if ((t >= TS_MIN_S) & (t < TS_MAX_S)).all():  # also refuses NaN
+            return np.round(t * 1000).astype(np.int64)  # as round(): half to even
+    return np.array([_ts_ms(x, f"ts[{i}]") for i, x in enumerate(ts_raw)], dtype=np.int64)
 
 
 def _json_object(payload: bytes) -> dict:
@@ -127,23 +148,31 @@ def _decode_object(obj: dict, gw, seq) -> Decoded:
         raise Rejected("empty batch")
     ts_raw = obj["ts"]
     if isinstance(ts_raw, list):
-        ts = np.array([_ts_ms(x, f"ts[{i}]") for i, x in enumerate(ts_raw)], dtype=np.int64)
+        ts = _ts_column(ts_raw)
     elif n > 1:
         raise Rejected("a batch needs one ts per reading")
     else:
         ts = np.array([_ts_ms(ts_raw, "ts")], dtype=np.int64)
-    values = np.empty((n, N_CHANNELS))
-    for j, name in enumerate(NAMES):
-        values[:, j] = _column(name, obj.get(name), n)
+    if lengths:
+        values = np.empty((n, N_CHANNELS))
+        for j, name in enumerate(NAMES):
+            values[:, j] = _column(name, obj.get(name), n)
+    else:  # one reading of scalars: one array, not one per channel
+        values = np.array([[_scalar(name, obj.get(name)) for name in NAMES]])
     st = obj.get("status", "N")
     if isinstance(st, list):
         status = ["N" if x is None else x for x in st]
+        for i, x in enumerate(status):
+            if not isinstance(x, str):
+                raise Rejected(f"status[{i}]: expected an HJ 212 flag letter, got {type(x).__name__}")
+        flags = np.array([FLAG_CODE.get(x, FLAG_UNKNOWN) for x in status], dtype=np.int8)
     else:
-        status = ["N" if st is None else st] * n
-    for i, x in enumerate(status):
-        if not isinstance(x, str):
-            raise Rejected(f"status[{i}]: expected an HJ 212 flag letter, got {type(x).__name__}")
-    flags = np.array([FLAG_CODE.get(x, FLAG_UNKNOWN) for x in status], dtype=np.int8)
+        if st is None:
+            st = "N"
+        if not isinstance(st, str):
+            raise Rejected(f"status[0]: expected an HJ 212 flag letter, got {type(st).__name__}")
+        status = [st] * n
+        flags = np.full(n, FLAG_CODE.get(st, FLAG_UNKNOWN), dtype=np.int8)
     ignored = tuple(sorted(k for k in obj if k not in KNOWN_KEYS))
     return Decoded(ts, values, flags, status, gw, seq, ignored)
 
@@ -183,11 +212,12 @@ def decode_reported(payload: bytes) -> Reported:
 
 def check_times(d: Decoded, now_s: float, max_future_s: float, locked_before_s: float | None) -> None:
     """Message-level time rules: nothing more than `max_future_s` ahead; nothing in a locked period."""
-    newest = int(d.ts_ms.max())
+    one = len(d) == 1
+    newest = int(d.ts_ms[0]) if one else int(d.ts_ms.max())
     if newest > (now_s + max_future_s) * 1000:
         raise Rejected(f"timestamp {_iso(newest)} is more than {max_future_s:g} s in the future",
                        d.gw, d.seq)
-    oldest = int(d.ts_ms.min())
+    oldest = newest if one else int(d.ts_ms.min())
     if locked_before_s is not None and oldest < locked_before_s * 1000:
         raise Rejected(f"period locked: {_iso(oldest)} is before {_iso(int(locked_before_s * 1000))}",
                        d.gw, d.seq)

@@ -103,6 +103,12 @@ class HourSeries:
         a["conc"][i] = conc if base == MEASURED else np.nan
         a["flow"][i] = flow if base == MEASURED else np.nan
 
+    def touched(self, h: int) -> float:
+        """When data last came for hour `h` itself (wall clock; -inf if never)."""
+        if self.start_s is None or not self.start_s <= h < self.end_s:
+            return -math.inf
+        return float(self.a["touched"][(h - self.start_s) // 3600])
+
     def last_touched(self, i: int) -> float:
         """When data last came for anything hour i's figures rest on (wall clock).
 

@@ -20,7 +20,7 @@ import numpy as np
 import orjson
 
 from cems.compute import constants as K
-from cems.compute.channels import CHANNELS, FLAG_CODE, FLAG_UNKNOWN, NAMES
+from cems.compute.channels import CHANNELS, NAMES
 from cems.compute.hour import H_STOPPED, HOUR_STATUS_NAMES, MISSING, hour_figures
 from cems.compute.minute import minute_figures
 from cems.compute.params import StackParams
@@ -32,6 +32,7 @@ from cems.ingest.decode import (
     REPORTED_INTERVALS,
     Decoded,
     Rejected,
+    Reported,
     check_times,
     decode_payload,
     decode_reported,
@@ -40,6 +41,7 @@ from cems.ingest.decode import (
 from cems.ingest.hourseries import BASE_NAMES, HISTORY_DAYS, HourSeries, Resolved
 from cems.ingest.live import LiveTotals, local_year_start
 from cems.ingest.message import Message
+from cems.ingest.rawwindow import Block, MinuteRaw, Raw, same_reading
 from cems.store import schema
 from cems.store.deadletter import DeadLetters
 from cems.store.influx import Influx
@@ -47,7 +49,8 @@ from cems.store.lineproto import line
 
 log = logging.getLogger("cems.pipeline")
 DEFAULT_RANGES = {c.name: c.default_range for c in CHANNELS}
-Raw = tuple  # (values tuple, status letter, gw, seq)
+_EMPTY = MinuteRaw.from_records({}).columns()
+LIVE_PUBLISH_S = 5.0  # a stack's live figures go out on MQTT at most this often while they change
 LOADED_IDLE_S = 300.0  # old hours read back for late data stay in memory this long after their last data
 
 
@@ -68,8 +71,9 @@ class StackState:
     row: int
     plant: PlantConfig
     stack: StackConfig
-    raw: dict[int, dict[int, Raw]] = field(default_factory=dict)  # minute [s] -> ts [ms] -> reading
+    raw: dict[int, MinuteRaw] = field(default_factory=dict)  # minute [s] -> its raw readings
     minutes: dict[int, dict] = field(default_factory=dict)  # minute [s] -> figure row
+    minute_inputs: dict[int, tuple] = field(default_factory=dict)  # minute [s] -> `_hour_inputs` of its row
     series: HourSeries = field(default_factory=HourSeries)  # the hourly series, base and resolved
     dirty_minutes: set[int] = field(default_factory=set)
     dirty_hours: set[int] = field(default_factory=set)
@@ -98,10 +102,24 @@ class StackState:
         return self.lateness_s + 2 * 3600
 
 
-def _same(a: Raw, b: Raw) -> bool:
-    if a[1] != b[1]:
-        return False
-    return all(x == y or (math.isnan(x) and math.isnan(y)) for x, y in zip(a[0], b[0], strict=True))
+@dataclass
+class _Readings:
+    st: StackState
+    d: Decoded
+    out: Outcome
+
+
+@dataclass
+class _Reported:
+    plant: str
+    stack: str
+    rep: Reported
+
+
+def _outcome(topic: str) -> Outcome:
+    """An outcome naming the plant and stack of a topic of the expected shape (for a rejection's notice)."""
+    parts = topic.split("/")
+    return Outcome(plant=parts[2], stack=parts[3]) if len(parts) == 5 else Outcome()
 
 
 class Pipeline:
@@ -116,10 +134,13 @@ class Pipeline:
         self.stacks: dict[tuple[str, str], StackState] = {}
         for row, (p, s, _) in enumerate(specs):
             self.stacks[(p.id, s.id)] = StackState(row=row, plant=p, stack=s, live=LiveTotals(p.timezone))
+        self._heads = [schema.reading_head(p.id, s.id) for p, s, _ in specs]  # by row
+        self._by_row = list(self.stacks.values())
         self.counters = {"messages": 0, "accepted": 0, "duplicates": 0, "corrections": 0, "invalid": 0,
                          "rejected": 0, "reported": 0}
         self._live: dict[tuple[str, str], dict] = {}
         self._last_live_publish = 0.0
+        self._live_sent: dict[tuple[str, str], tuple[float, dict]] = {}  # stack -> (when, body) last published
         self._audit_seq = 0
         self._out_ms: list[str] = []  # points waiting for `flush`
         self._out_ns: list[str] = []
@@ -171,14 +192,18 @@ class Pipeline:
             m = ts // 60000 * 60
             fresh.setdefault(m, {})[ts] = (vals, status, gw, seq)
         for m, readings in fresh.items():
-            st.raw.setdefault(m, readings)
+            if m not in st.raw:
+                st.raw[m] = MinuteRaw.from_records(readings)
         for m, row in schema.figure_rows(self.db, schema.MINUTE, schema.MINUTE_FIELDS, plant, stack,
                                          start_s, end_s).items():
             st.minutes.setdefault(m, row)
 
-    def _ensure_loaded(self, st: StackState, minutes: np.ndarray, now: float) -> None:
+    def _ensure_loaded(self, st: StackState, ts_ms: np.ndarray, now: float) -> None:
         """Bring whole old hours back into memory before late readings for them are merged."""
-        hours = {int(m) - int(m) % 3600 for m in np.unique(minutes)}
+        oldest = int(ts_ms[0]) if len(ts_ms) == 1 else int(ts_ms.min())
+        if oldest // 1000 >= st.authoritative_from:
+            return  # the common case: every hour concerned is whole in memory
+        hours = {int(m) - int(m) % 3600 for m in np.unique(ts_ms // 60000 * 60)}
         for h in sorted(hours):
             if h < st.authoritative_from and h not in st.loaded_hours:
                 self._load(st, h, h + 3600)
@@ -188,45 +213,65 @@ class Pipeline:
 
     # ---- messages ------------------------------------------------------------------------------
     def handle(self, msg: Message, now: float) -> Outcome:
-        """Process one message; its points wait for `flush`. Raises `InfluxError` (nothing changed) if a
-        read it needed (an old hour back from the store) failed."""
-        self.counters["messages"] += 1
-        parts = msg.topic.split("/")
-        out = Outcome(plant=parts[2] if len(parts) == 5 else None, stack=parts[3] if len(parts) == 5 else None)
-        if msg.topic.endswith("/reported"):
-            return self._handle_reported(msg, out)
+        """Process one message (see `handle_batch`)."""
+        return self.handle_batch([msg], now)[0]
+
+    def handle_batch(self, msgs: list[Message], now: float) -> list[Outcome]:
+        """Process messages in order, as if one by one; their points wait for `flush`.
+
+        Raises `InfluxError` before anything changed if a read it needed (old hours back from the store,
+        for late data) failed. The readings of all messages are judged in one pass over arrays; a stack's
+        readings then take the bulk path unless they repeat a reading time (duplicates, corrections), in
+        which case its messages are taken one by one, reading by reading.
+        """
+        judged = [self._judge(msg, now) for msg in msgs]
+        readings = [(i, j) for i, j in enumerate(judged) if isinstance(j, _Readings)]
+        for _, j in readings:
+            self._ensure_loaded(j.st, j.d.ts_ms, now)
+        outs: list[Outcome] = []
+        for msg, j in zip(msgs, judged, strict=True):
+            self.counters["messages"] += 1
+            if isinstance(j, Rejected):
+                outs.append(self._reject(msg, j, _outcome(msg.topic)))
+            elif isinstance(j, _Readings):
+                outs.append(j.out)
+                if j.d.ignored_keys:
+                    log.warning("%s/%s gw=%s: ignored unknown keys %s", *j.st.key, j.d.gw, ", ".join(j.d.ignored_keys))
+            else:
+                outs.append(self._store_reported(j))
+        if readings:
+            self._accept([j for _, j in readings], now)
+        return outs
+
+    def _judge(self, msg: Message, now: float) -> "_Readings | Rejected | _Reported":
+        """Decode and apply the message-level rules; nothing is recorded yet."""
         try:
+            if msg.topic.endswith("/reported"):
+                plant, stack = parse_topic(msg.topic, "reported")
+                rep = decode_reported(msg.payload)
+                if (plant, stack) not in self.stacks:
+                    raise Rejected(f"unknown plant/stack {plant}/{stack}", rep.gw)
+                return _Reported(plant, stack, rep)
             plant, stack = parse_topic(msg.topic)
             d = decode_payload(msg.payload)  # first, so a rejection can name the sender's gw and seq
             st = self.stacks.get((plant, stack))
             if st is None:
                 raise Rejected(f"unknown plant/stack {plant}/{stack}", d.gw, d.seq)
-            locked = now - st.plant.lock_after_days * 86400
-            check_times(d, now, K.MAX_FUTURE_S, locked)
+            check_times(d, now, K.MAX_FUTURE_S, now - st.plant.lock_after_days * 86400)
         except Rejected as e:
-            return self._reject(msg, e, out)
-        self._accept(st, d, now, out)
-        if d.ignored_keys:
-            log.warning("%s/%s gw=%s: ignored unknown keys %s", plant, stack, d.gw, ", ".join(d.ignored_keys))
-        return out
+            return e
+        return _Readings(st, d, Outcome(plant=plant, stack=stack))
 
-    def _handle_reported(self, msg: Message, out: Outcome) -> Outcome:
+    def _store_reported(self, r: "_Reported") -> Outcome:
         """Keep a gateway's own interval figures beside ours (DESIGN §5, reported vs recalculated)."""
-        try:
-            plant, stack = parse_topic(msg.topic, "reported")
-            rep = decode_reported(msg.payload)
-            if (plant, stack) not in self.stacks:
-                raise Rejected(f"unknown plant/stack {plant}/{stack}", rep.gw)
-        except Rejected as e:
-            return self._reject(msg, e, out)
+        rep = r.rep
         fields = {"values": orjson.dumps(rep.values).decode(), "gw": rep.gw or "",
                   "co2_kg": math.nan if rep.co2_kg() is None else rep.co2_kg(),
                   "seconds": REPORTED_INTERVALS[rep.interval]}
-        self._write([line(schema.REPORTED, {"plant": plant, "stack": stack, "interval": rep.interval}, fields,
+        self._write([line(schema.REPORTED, {"plant": r.plant, "stack": r.stack, "interval": rep.interval}, fields,
                           rep.start_s * 1000)])
         self.counters["reported"] += 1
-        out.accepted = 1
-        return out
+        return Outcome(plant=r.plant, stack=r.stack, accepted=1)
 
     def _reject(self, msg: Message, e: Rejected, out: Outcome) -> Outcome:
         self.counters["rejected"] += 1
@@ -249,57 +294,170 @@ class Pipeline:
         self._audit_seq = (self._audit_seq + 1) % 1000
         return int(t * 1e6) * 1000 + self._audit_seq
 
-    def _accept(self, st: StackState, d: Decoded, now: float, out: Outcome) -> None:
-        plant, stack = st.key
+    def _accept(self, batch: list["_Readings"], now: float) -> None:
+        """Readings of accepted messages, in message order: judged together, then stored per stack."""
+        p = self.params
+        if len(batch) == 1:
+            d = batch[0].d
+            ts, values, flags = d.ts_ms, d.values, d.flags
+            rows = np.full(len(d), batch[0].st.row)
+        else:
+            ts = np.concatenate([j.d.ts_ms for j in batch])
+            values = np.concatenate([j.d.values for j in batch])
+            flags = np.concatenate([j.d.flags for j in batch])
+            rows = np.repeat(np.array([j.st.row for j in batch]), [len(j.d) for j in batch])
+        cls = classify_readings(values, flags, rows, p.cal_a, p.cal_b, p.lo, p.hi, p.required)
+        validity, reason = cls.validity, cls.reason
+        ts_l = ts.tolist()
+        minutes_l = [t // 60000 * 60 for t in ts_l]
+        bounds = [0]
+        by_stack: dict[tuple[str, str], list[int]] = {}
+        for k, j in enumerate(batch):
+            bounds.append(bounds[-1] + len(j.d))
+            by_stack.setdefault(j.st.key, []).append(k)
+        bulk: list[int] = []  # messages taking the bulk path
+        for ks in by_stack.values():
+            st = batch[ks[0]].st
+            if self._repeats(st, [(bounds[k], bounds[k + 1]) for k in ks], ts_l, minutes_l):
+                for k in ks:  # one by one, reading by reading
+                    sl = slice(bounds[k], bounds[k + 1])
+                    self._accept_each(st, batch[k].d, validity[sl], reason[sl], now, batch[k].out)
+            else:
+                bulk.extend(ks)
+        if not bulk:
+            return
+        bulk.sort()  # back in message order, the order of the arrays
+        if len(bulk) < len(batch):
+            idx = np.concatenate([np.arange(bounds[k], bounds[k + 1]) for k in bulk])
+            ts, values, flags, validity, reason = (a[idx] for a in (ts, values, flags, validity, reason))
+            ts_l = ts.tolist()
+            minutes_l = [t // 60000 * 60 for t in ts_l]
+        heads, tails, status, gws, seqs = [], [], [], [], []
+        invalid = (validity != 0).tolist()
+        blocks: dict[tuple[int, int], list[int]] = {}  # (stack row, minute) -> reading positions
+        pos = 0
+        for k in bulk:
+            j = batch[k]
+            d, st = j.d, j.st
+            n = len(d)
+            end = pos + n
+            heads += [self._heads[st.row]] * n
+            tails += self._tails(d, validity[pos:end], reason[pos:end])
+            status += d.status
+            gws += [d.gw] * n
+            seqs += [d.seq] * n
+            j.out.accepted = n
+            j.out.invalid = sum(invalid[pos:end])
+            self.counters["accepted"] += n
+            self.counters["invalid"] += j.out.invalid
+            newest = max(ts_l[pos:end])
+            if st.last_reading_ms is None or newest > st.last_reading_ms:
+                st.last_reading_ms = newest
+            m0 = minutes_l[pos]
+            if n == 1 or min(minutes_l[pos:end]) == m0 == max(minutes_l[pos:end]):
+                blocks.setdefault((st.row, m0), []).extend(range(pos, end))
+            else:
+                for i in range(pos, end):
+                    blocks.setdefault((st.row, minutes_l[i]), []).append(i)
+            pos = end
+        self._write(schema.reading_lines(heads, ts, values, tails))
+        # The window: one block per stack and minute.
+        for (row, m), ix in blocks.items():
+            st = self._by_row[row]
+            if len(ix) == ix[-1] - ix[0] + 1:  # consecutive
+                sel = slice(ix[0], ix[-1] + 1)
+                block = Block(ts[sel], values[sel], flags[sel], status[sel], gws[sel], seqs[sel])
+            else:
+                sel = np.array(ix)
+                block = Block(ts[sel], values[sel], flags[sel], [status[i] for i in ix], [gws[i] for i in ix],
+                              [seqs[i] for i in ix])
+            mr = st.raw.get(m)
+            if mr is None:
+                mr = st.raw[m] = MinuteRaw()
+            mr.add(block, max(ts_l[i] for i in ix))
+            st.dirty_minutes.add(m)
+            st.series.touch(m - m % 3600, now)
+
+    @staticmethod
+    def _repeats(st: StackState, parts: list[tuple[int, int]], ts: list[int], minutes: list[int]) -> bool:
+        """Whether a stack's readings in this batch repeat a reading time, among themselves or held."""
+        if len(parts) == 1:
+            a, b = parts[0]
+            t, mins = ts[a:b], minutes[a:b]
+        else:
+            t = [x for a, b in parts for x in ts[a:b]]
+            mins = [x for a, b in parts for x in minutes[a:b]]
+        if len(t) > 1 and len(set(t)) != len(t):
+            return True
+        by_minute: dict[int, list[int]] = {}
+        for m, x in zip(mins, t, strict=True):
+            by_minute.setdefault(m, []).append(x)
+        for m, xs in by_minute.items():
+            mr = st.raw.get(m)
+            if mr is not None and mr.overlaps(xs):
+                return True
+        return False
+
+    def _tails(self, d: Decoded, validity: np.ndarray, reason: np.ndarray) -> list[str]:
+        """`schema.reading_tail` of each reading of one message."""
         n = len(d)
-        cls = classify_readings(d.values, d.flags, np.full(n, st.row), self.params.cal_a, self.params.cal_b,
-                                self.params.lo, self.params.hi, self.params.required)
-        minute_arr = d.ts_ms // 60000 * 60
-        self._ensure_loaded(st, minute_arr, now)
-        # Python lists once, rather than NumPy scalars reading by reading.
-        minutes, ts_list, vals = minute_arr.tolist(), d.ts_ms.tolist(), d.values.tolist()
-        validity, reasons = cls.validity.tolist(), cls.reason.tolist()
-        pending: dict[tuple[int, int], Raw] = {}
+        if n == 1 or (not validity.any() and d.status.count(d.status[0]) == n):
+            if n == 1:
+                r = int(reason[0])
+                return [schema.reading_tail(d.status[0], VALIDITY_NAMES[int(validity[0])],
+                                            describe_reason(r, d.status[0]) if r else "", d.gw, d.seq)]
+            return [schema.reading_tail(d.status[0], "valid", "", d.gw, d.seq)] * n
+        cache: dict[tuple, str] = {}
+        out = []
+        for st_, v, r in zip(d.status, validity.tolist(), reason.tolist(), strict=True):
+            t = cache.get((st_, v, r))
+            if t is None:
+                t = cache[(st_, v, r)] = schema.reading_tail(st_, VALIDITY_NAMES[v],
+                                                              describe_reason(r, st_) if r else "", d.gw, d.seq)
+            out.append(t)
+        return out
+
+    def _accept_each(self, st: StackState, d: Decoded, validity: np.ndarray, reasons: np.ndarray, now: float,
+                     out: Outcome) -> None:
+        """One message's readings one by one: duplicates are dropped, corrections replace (and are audited)."""
+        plant, stack = st.key
+        minutes, ts_list, vals = (d.ts_ms // 60000 * 60).tolist(), d.ts_ms.tolist(), d.values.tolist()
+        held = {m: st.raw[m].records() for m in set(minutes) if m in st.raw}
+        pending: dict[int, Raw] = {}
         keep: list[int] = []
         audits = []
-        for i in range(n):
-            m, ts = minutes[i], ts_list[i]
+        for i, (m, ts) in enumerate(zip(minutes, ts_list, strict=True)):
             rec = (tuple(vals[i]), d.status[i], d.gw, d.seq)
-            old = pending.get((m, ts))
+            old = pending.get(ts)
             if old is None:
-                bucket = st.raw.get(m)
+                bucket = held.get(m)
                 old = bucket.get(ts) if bucket else None
             if old is not None:
-                if _same(old, rec):
+                if same_reading(old, rec):
                     out.duplicates += 1
                     continue
                 out.corrections += 1
                 audits.append(self._audit_line(plant, stack, "correction", ts, now,
                                                {"old": self._raw_json(old), "new": self._raw_json(rec)},
                                                f"gateway correction gw={d.gw} seq={d.seq}"))
-            pending[(m, ts)] = rec
+            pending[ts] = rec
             keep.append(i)
-            if validity[i] != 0:
-                out.invalid += 1
-        lines = schema.reading_lines(plant, stack, [ts_list[i] for i in keep], [vals[i] for i in keep],
-                                     [d.status[i] for i in keep], [VALIDITY_NAMES[validity[i]] for i in keep],
-                                     [describe_reason(reasons[i], d.status[i]) if reasons[i] else "" for i in keep],
-                                     d.gw, d.seq)
-        self._write(lines, audits)
-        # The state changes only once every reading has been judged (a failed read above changes nothing).
+        v, r = validity[keep], reasons[keep]
+        kd = Decoded(d.ts_ms[keep], d.values[keep], d.flags[keep], [d.status[i] for i in keep], d.gw, d.seq)
+        self._write(schema.reading_lines([self._heads[st.row]] * len(keep), kd.ts_ms, kd.values,
+                                         self._tails(kd, v, r) if keep else []), audits)
+        out.invalid = int(np.count_nonzero(v))
         touched = set()
-        for (m, ts), rec in pending.items():
-            bucket = st.raw.get(m)
-            if bucket is None:
-                bucket = st.raw[m] = {}
-            bucket[ts] = rec
+        for ts, rec in pending.items():
+            m = ts // 60000 * 60
+            held.setdefault(m, {})[ts] = rec
             touched.add(m)
         for m in touched:
+            st.raw[m] = MinuteRaw.from_records(held[m])
             st.dirty_minutes.add(m)
             st.series.touch(m - m % 3600, now)
         if pending:
-            newest = max(ts for _, ts in pending)
-            st.last_reading_ms = max(st.last_reading_ms or 0, newest)
+            st.last_reading_ms = max(st.last_reading_ms or 0, max(pending))
         out.accepted = len(pending)
         for k in ("accepted", "duplicates", "corrections", "invalid"):
             self.counters[k] += getattr(out, k)
@@ -364,20 +522,16 @@ class Pipeline:
         groups = [(st, m) for st in self.stacks.values() for m in sorted(st.dirty_minutes) if m + 60 <= now]
         if not groups:
             return
-        vals, flags, rows, offsets = [], [], [], [0]
-        for st, m in groups:
-            readings = st.raw.get(m, {})
-            for ts in sorted(readings):
-                r = readings[ts]
-                vals.append(r[0])
-                flags.append(FLAG_CODE.get(r[1], FLAG_UNKNOWN))
-                rows.append(st.row)
-            offsets.append(len(vals))
-        values = np.array(vals, dtype=np.float64).reshape(-1, len(NAMES))
+        blocks = [st.raw[m].columns() if m in st.raw else _EMPTY for st, m in groups]
+        counts = [len(b.ts_ms) for b in blocks]
+        offsets = np.zeros(len(groups) + 1, np.int64)
+        np.cumsum(counts, out=offsets[1:])
+        values = np.concatenate([b.values for b in blocks])
+        flags = np.concatenate([b.flags for b in blocks])
+        rows = np.repeat(np.array([st.row for st, _ in groups], np.int64), counts)
         p = self.params
-        cls = classify_readings(values, np.array(flags, np.int8), np.array(rows, np.int64), p.cal_a, p.cal_b,
-                                p.lo, p.hi, p.required)
-        figs = minute_figures(np.array(offsets), np.array([st.row for st, _ in groups]), cls.validity,
+        cls = classify_readings(values, flags, rows, p.cal_a, p.cal_b, p.lo, p.hi, p.required)
+        figs = minute_figures(offsets, np.array([st.row for st, _ in groups]), cls.validity,
                               cls.values, p)
         lines, new_rows = [], []
         for g, (st, m) in enumerate(groups):
@@ -395,6 +549,7 @@ class Pipeline:
             old = st.minutes.get(m)
             old_kg = _mass_kg(old)
             st.minutes[m] = row
+            st.minute_inputs.pop(m, None)
             st.live.add(m, _mass_kg(row) - old_kg)
             st.dirty_minutes.discard(m)
             st.dirty_hours.add(m - m % 3600)
@@ -405,7 +560,10 @@ class Pipeline:
 
     def _close_hours(self, now: float) -> None:
         """Base figures for closed dirty hours, then substitution over each touched stack's series."""
-        groups = [(st, h) for st in self.stacks.values() for h in sorted(st.dirty_hours) if h + 3600 <= now]
+        # An hour whose readings are still arriving (a backfill, a broker's backlog) waits until they stop, as
+        # its write would (below): computing it at every tick meanwhile would only be thrown away.
+        groups = [(st, h) for st in self.stacks.values() for h in sorted(st.dirty_hours)
+                  if h + 3600 <= now and now - st.series.touched(h) >= st.plant.settle_s]
         for st, h in groups:
             if h < st.authoritative_from and h not in st.loaded_hours:
                 self._load(st, h, h + 3600)
@@ -414,14 +572,18 @@ class Pipeline:
         if groups:
             status, conc, flow, idx, offsets = [], [], [], [], [0]
             for st, h in groups:
+                inputs = st.minute_inputs
                 for k, m in enumerate(range(h, h + 3600, 60)):
-                    row = st.minutes.get(m)
-                    if row is not None:
-                        status.append(VALIDITY_NAMES.index(row["status"]))
-                        # Rows stored before `conc`/`flow` existed carry CQ and Qsn under their own names.
-                        conc.append(_num(schema.first_of(row, "conc", "co2_mg_m3")))
-                        flow.append(_num(schema.first_of(row, "flow", "qsn_m3_h")))
-                        idx.append(k)
+                    v = inputs.get(m)
+                    if v is None:
+                        row = st.minutes.get(m)
+                        if row is None:
+                            continue
+                        v = inputs[m] = _hour_inputs(row)
+                    status.append(v[0])
+                    conc.append(v[1])
+                    flow.append(v[2])
+                    idx.append(k)
                 offsets.append(len(status))
             p = self.params
             figs = hour_figures(np.array(offsets), np.array([st.row for st, _ in groups]), np.array(status, np.int8),
@@ -564,6 +726,7 @@ class Pipeline:
                 del st.raw[m]
             for m in [m for m in st.minutes if m < cutoff and (m - m % 3600) not in busy]:
                 del st.minutes[m]
+                st.minute_inputs.pop(m, None)
             st.series.trim(int(now) - HISTORY_DAYS * 86400)
             st.loaded_hours &= busy
             st.loaded_touched = {h: t for h, t in st.loaded_touched.items() if h in busy}
@@ -574,13 +737,19 @@ class Pipeline:
 
     # ---- live figures ------------------------------------------------------------------------------
     def _refresh_live(self, now: float, publish: bool) -> None:
+        """The live bodies the API serves, every tick; on MQTT (retained), a stack's body when it has changed,
+        at most every `LIVE_PUBLISH_S` unless its status changed, and every stack's at least once a minute
+        (DESIGN §3)."""
         due = publish and self.publish is not None and now - self._last_live_publish >= 60
         for st in self.stacks.values():
-            body = self._live_body(st, now)
-            changed = self._live.get(st.key) != body
-            self._live[st.key] = body
-            if self.publish is not None and publish and (changed or due):
+            body = self._live[st.key] = self._live_body(st, now)
+            if self.publish is None or not publish:
+                continue
+            at, sent = self._live_sent.get(st.key, (-math.inf, None))
+            if due or sent != body and (now - at >= LIVE_PUBLISH_S or sent is None
+                                        or sent["status"] != body["status"]):
                 self.publish(f"cems/v1/{st.plant.id}/{st.stack.id}/live", orjson.dumps(body), True)
+                self._live_sent[st.key] = (now, body)
         if due:
             self._last_live_publish = now
 
@@ -611,6 +780,13 @@ class Pipeline:
     def snapshot_counters(self) -> dict:
         return dict(self.counters)
 
+
+
+def _hour_inputs(row: dict) -> tuple[int, float, float]:
+    """What an hour's figures take from a minute: its status code, concentration and flow."""
+    # Rows stored before `conc`/`flow` existed carry CQ and Qsn under their own names.
+    return (VALIDITY_NAMES.index(row["status"]), _num(schema.first_of(row, "conc", "co2_mg_m3")),
+            _num(schema.first_of(row, "flow", "qsn_m3_h")))
 
 
 def _num(v) -> float:

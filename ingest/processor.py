@@ -158,15 +158,16 @@ class Processor(threading.Thread):
         while not self.stopping.is_set():
             records = self.journal.read(self.batch, timeout=min(0.2, self.tick_s, self.minute_tick_s))
             done = None
-            for seq, rec in records:
-                msg = Message(rec.topic, rec.payload, rec.received_at, source=rec.source)
-                out = self._retry("handling a message", lambda m=msg: self._handle(m))
-                if out is None:
-                    break  # stopping: the journal still holds it
-                done = seq
-                self.lag_s = self.clock() - rec.received_at
-                if rec.source == "http":
-                    self.replies.put(seq, out)
+            if records:
+                msgs = [Message(rec.topic, rec.payload, rec.received_at, source=rec.source) for _, rec in records]
+                outs = self._retry("handling messages", lambda m=msgs: self._handle_batch(m))
+                if outs is None:
+                    break  # stopping: the journal still holds them
+                done = records[-1][0]
+                self.lag_s = self.clock() - records[-1][1].received_at
+                for (seq, rec), out in zip(records, outs, strict=True):
+                    if rec.source == "http":
+                        self.replies.put(seq, out)
             if done is not None:
                 try:
                     self._retry("storing", lambda s=done: self.pipeline.flush(lambda: self._mark_stored(s)))
@@ -191,6 +192,18 @@ class Processor(threading.Thread):
 
     def _mark_stored(self, seq: int) -> None:
         self.stored_seq = max(self.stored_seq, seq)  # one writer thread: no lost update
+
+    def _handle_batch(self, msgs: list[Message]) -> list[Outcome]:
+        try:
+            return self.pipeline.handle_batch(msgs, self.clock())
+        except (InfluxError, OSError):
+            raise
+        except Exception:
+            # A bug must not stop the pipeline or lose a message: the messages are taken again one by one
+            # (what the batch already applied comes back as duplicates, changing nothing), so that only the
+            # one that fails goes to the dead-letter store.
+            log.exception("internal error in a batch of %d messages; taking them one by one", len(msgs))
+            return [self._handle(m) for m in msgs]
 
     def _handle(self, msg: Message) -> Outcome:
         try:

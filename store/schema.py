@@ -4,11 +4,13 @@ Tags: `plant`, `stack`. Timestamps: interval start (UTC), epoch milliseconds. Un
 """
 
 import datetime as dt
+import functools
 import math
 
+import numpy as np
 import orjson
 
-from cems.compute.channels import NAMES
+from cems.compute.channels import N_CHANNELS, NAMES
 from cems.store.influx import Influx, quote_ident, quote_str
 from cems.store.lineproto import line, string_field, tag
 
@@ -21,7 +23,6 @@ HOUR_FIELDS = ("status", "method", "valid_min", "stopped_min", "op_min", "co2_mg
                "co2_pct_reported", "flow_scfh_reported", "rate_short_tons_h", "rate_short_tons_h_reported",
                "mass_short_tons", "mass_short_tons_reported")
 PART75_FIELDS = HOUR_FIELDS[-6:]
-_ALL_FINITE = ",".join(f"{n}=%r" for n in NAMES)
 
 
 def first_of(row: dict, *keys):
@@ -39,39 +40,62 @@ def reading_line(plant: str, stack: str, ts_ms: int, values, status: str, validi
     return line(READING, {"plant": plant, "stack": stack}, fields, ts_ms)
 
 
-def reading_lines(plant: str, stack: str, ts_ms: list[int], values: list[list[float]], status: list[str],
-                  validity: list[str], reason: list[str], gw: str | None, seq: int | None) -> list[str]:
-    """`reading_line` for many readings of one message, the same bytes, built without per-field dispatch.
+def reading_tail(status: str, validity: str, reason: str, gw: str | None, seq: int | None) -> str:
+    """The fields of a reading line after its channel values: ``status=..,validity=..,reason=..,gw=..[,seq=..i]``."""
+    tail = (f"status={string_field(status)},validity={string_field(validity)},reason={string_field(reason)},"
+            f"gw={string_field(gw or '')}")
+    return tail if seq is None else f"{tail},seq={int(seq)}i"
 
-    `values` rows are Python floats in `NAMES` order (``array.tolist()``); NaN and +-inf are left out and
-    named in `nulls`, as `line` does.
+
+def reading_head(plant: str, stack: str) -> str:
+    """The measurement and tags of a reading line, up to the space before its fields."""
+    return f"{READING},plant={tag(plant)},stack={tag(stack)} "
+
+
+def reading_lines(heads: list[str], ts_ms, values, tails: list[str]) -> list[str]:
+    """`reading_line` for many readings (of any stacks), the same bytes, built a column at a time.
+
+    `heads[i]` is `reading_head` of reading i's stack, `tails[i]` its `reading_tail`; `ts_ms` (n,) and
+    `values` (n, channels) are arrays or lists of that shape. The channel values are formatted by orjson,
+    one call for the whole block; readings are grouped by which channels are finite (the others, NaN or
+    +-inf, are left out and named in `nulls`, as `line` does) and each group is filled into one template.
     """
-    head = f"{READING},plant={tag(plant)},stack={tag(stack)} "
-    fast = head.replace("%", "%%") + _ALL_FINITE + ",%s\"\" %d"
-    tail = f",gw={string_field(gw or '')}" + ("" if seq is None else f",seq={int(seq)}i")
-    strings: dict[tuple[str, str, str], str] = {}
-    out = []
-    for ts, row, st, va, re_ in zip(ts_ms, values, status, validity, reason, strict=True):
-        key = (st, va, re_)
-        sv = strings.get(key)
-        if sv is None:
-            sv = strings[key] = (f"status={string_field(st)},validity={string_field(va)},"
-                                 f"reason={string_field(re_)}{tail},nulls=")
-        # The common case, every channel finite (then so is the sum, barring overflow, which takes the
-        # slow path): one formatting call (%r is repr, as `line` writes).
-        total = sum(row)
-        if total - total == 0.0:
-            out.append(fast % (*row, sv, ts))
-            continue
-        parts, nulls = [], []
-        for name, v in zip(NAMES, row, strict=True):
-            if v - v == 0.0:  # finite (NaN and +-inf give NaN)
-                parts.append(f"{name}={v!r}")
-            else:
-                nulls.append(name)
-        parts.append(sv + string_field(",".join(nulls)))
-        out.append(f"{head}{','.join(parts)} {ts}")
+    vals = np.asarray(values, dtype=np.float64).reshape(-1, N_CHANNELS)
+    n = vals.shape[0]
+    if n == 0:
+        return []
+    cols = _column_texts(vals)
+    ts = orjson.dumps(np.asarray(ts_ms, dtype=np.int64), option=orjson.OPT_SERIALIZE_NUMPY).decode()[1:-1].split(",")
+    pattern = np.isfinite(vals) @ _CHANNEL_BITS
+    first = int(pattern[0])
+    if (pattern == first).all():
+        fmt = _template(first)
+        present = [cols[j] for j in range(N_CHANNELS) if first >> j & 1]
+        return [fmt % row for row in zip(heads, *present, tails, ts, strict=True)]
+    out: list[str] = [""] * n
+    for p in np.unique(pattern).tolist():
+        fmt = _template(p)
+        present = [j for j in range(N_CHANNELS) if p >> j & 1]
+        for i in np.flatnonzero(pattern == p).tolist():
+            out[i] = fmt % (heads[i], *(cols[j][i] for j in present), tails[i], ts[i])
     return out
+
+
+_CHANNEL_BITS = 1 << np.arange(len(NAMES), dtype=np.int64)
+
+
+def _column_texts(vals: np.ndarray) -> list[list[str]]:
+    """Each channel's values as text (orjson, one call for the whole block; non-finite come out as null)."""
+    text = orjson.dumps(np.ascontiguousarray(vals.T), option=orjson.OPT_SERIALIZE_NUMPY).decode()
+    return [c.split(",") for c in text[2:-2].split("],[")]
+
+
+@functools.lru_cache(maxsize=256)
+def _template(finite_bits: int) -> str:
+    """A %-template of a reading line: head, the finite channels' values, the tail, then the time."""
+    present = "".join(f"{NAMES[j]}=%s," for j in range(N_CHANNELS) if finite_bits >> j & 1)
+    nulls = ",".join(NAMES[j] for j in range(N_CHANNELS) if not finite_bits >> j & 1)
+    return f"%s{present}%s,nulls={string_field(nulls)} %s"
 
 
 def figure_line(measurement: str, plant: str, stack: str, start_s: int, row: dict) -> str:

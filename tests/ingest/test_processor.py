@@ -28,6 +28,11 @@ class FakePipeline:
         self.handled.append(msg.payload)
         return Outcome(accepted=1)
 
+    def handle_batch(self, msgs, now):
+        if any(m.payload == b"boom" for m in msgs):
+            raise ValueError("a bug")  # before anything is handled, so the one-by-one retry is seen alone
+        return [self.handle(m, now) for m in msgs]
+
     def flush(self, on_done=None):
         if self.fail_flushes:
             self.fail_flushes -= 1

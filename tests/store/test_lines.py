@@ -6,7 +6,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from cems.compute.channels import NAMES
-from cems.store import schema
+from cems.store import lineproto, schema
 
 value = st.one_of(st.floats(allow_nan=True, allow_infinity=True), st.sampled_from([0.0, -0.0, 12.5, 1e308, -1e308]))
 text = st.text(alphabet=st.characters(codec="utf-8", exclude_categories=("Cs",)), max_size=8)
@@ -19,12 +19,20 @@ reading = st.tuples(st.integers(0, 2**42), st.lists(value, min_size=len(NAMES), 
        seq=st.one_of(st.none(), st.integers(0, 2**53)), plant=st.sampled_from(["p", "p,1", "a b=c"]))
 def test_same_bytes_as_reading_line(readings, gw, seq, plant):
     ts, vals, status, validity, reason = (list(x) for x in zip(*readings, strict=True))
-    got = schema.reading_lines(plant, "s1", ts, vals, status, validity, reason, gw, seq)
+    tails = [schema.reading_tail(s, v, r, gw, seq) for s, v, r in zip(status, validity, reason, strict=True)]
+    got = schema.reading_lines([schema.reading_head(plant, "s1")] * len(ts), ts, vals, tails)
     want = [schema.reading_line(plant, "s1", *r, gw, seq) for r in readings]
     assert got == want
 
 
 def test_finite_rows_take_the_fast_path_and_others_name_their_nulls():
     rows = [[1.0] * len(NAMES), [math.nan] + [2.0] * (len(NAMES) - 1)]
-    a, b = schema.reading_lines("p", "s", [1, 2], rows, ["N", "N"], ["valid", "invalid"], ["", "x"], "g", 1)
+    tails = [schema.reading_tail("N", "valid", "", "g", 1), schema.reading_tail("N", "invalid", "x", "g", 1)]
+    a, b = schema.reading_lines([schema.reading_head("p", "s")] * 2, [1, 2], rows, tails)
     assert 'nulls=""' in a and f'nulls="{NAMES[0]}"' in b and f"{NAMES[0]}=" not in b
+
+
+@given(st.floats(allow_nan=False, allow_infinity=False))
+def test_float_text_reads_back_as_the_same_float(v):
+    text = lineproto.float_text(v)
+    assert float(text) == v and math.copysign(1, float(text)) == math.copysign(1, v)

@@ -9,7 +9,7 @@ from cems.ingest.message import Message
 from cems.store.deadletter import DeadLetters
 from cems.store.influx import InfluxError
 from cems.store.journal import Journal
-from cems.store.spool import SpooledInflux
+from cems.store.spool import BATCH, SpooledInflux, series_lanes
 
 
 class FakeDB:
@@ -192,3 +192,48 @@ def test_the_writer_thread_writes_submitted_batches_in_order_then_reports(parts)
     finally:
         stop.set()
         t.join(5)
+
+
+def _per_series(lines):
+    out: dict[str, list[str]] = {}
+    for x in lines:
+        out.setdefault(x.split(" ", 1)[0], []).append(x)
+    return out
+
+
+def _big_batch(n_series: int = 40, per_series: int = BATCH // 16):
+    """Points of several series interleaved, each series rewriting its own points (corrections) as it goes."""
+    return [f"m,stack=s{i % n_series} v={i}i {(i // n_series) % 50}" for i in range(n_series * per_series)]
+
+
+def test_series_lanes_keep_each_series_whole_and_in_order():
+    lines = _big_batch()
+    lanes = series_lanes(lines, 2)
+    assert sorted(x for lane in lanes for x in lane) == sorted(lines)
+    seen = [set(_per_series(lane)) for lane in lanes]
+    assert not seen[0] & seen[1]
+    for lane in lanes:
+        for s, pts in _per_series(lane).items():
+            assert pts == _per_series(lines)[s]
+
+
+def test_a_big_write_goes_in_concurrent_lanes_each_series_in_order(parts):
+    db, sp, _, _ = parts
+    lines = _big_batch()
+    assert len(lines) > 2 * BATCH
+    sp.write(lines)
+    got = [p for _, p in db.points]
+    assert sorted(got) == sorted(lines)
+    assert _per_series(got) == _per_series(lines)  # so the last write of every point is the last one sent
+
+
+def test_a_big_write_during_an_outage_drains_each_series_in_order(parts):
+    db, sp, _, _ = parts
+    db.down = True
+    lines = _big_batch()
+    sp.write(lines)
+    assert not db.points and sp.status()["lines"] == len(lines)
+    db.down = False
+    while not sp.drain_once():
+        pass
+    assert _per_series([p for _, p in db.points]) == _per_series(lines)
