@@ -296,7 +296,8 @@ def parse_config(text: str, source: str = "<config>", base_dir: Path | None = No
         lines = [f"{_loc(err['loc'])}: {_message(err)}" for err in e.errors()]
         raise ConfigError(f"{source}: " + "; ".join(lines)) from None
     if base_dir is not None and not cfg.storage.data_dir.is_absolute():
-        cfg = cfg.model_copy(update={"storage": StorageConfig(data_dir=base_dir / cfg.storage.data_dir)})
+        storage = cfg.storage.model_copy(update={"data_dir": base_dir / cfg.storage.data_dir})
+        cfg = cfg.model_copy(update={"storage": storage})
     return cfg
 
 

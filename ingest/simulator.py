@@ -20,6 +20,7 @@ import hashlib
 import math
 import zoneinfo
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import orjson
@@ -334,7 +335,6 @@ def run_sources(cfg, groups: dict[tuple[str, str], list[Source]], opts: RunOptio
     import logging
     import signal
     import time
-    from pathlib import Path
 
     from cems.ingest.edge import EdgeGateway, Spool, SpoolFull
 
@@ -478,7 +478,10 @@ def run_simulator(cfg, opts: RunOptions, stacks: list[str] | None = None, replay
             gid = gw or f"replay-{plant_id}"
             groups.setdefault((plant_id, gid), []).append(
                 Source(StackSim(plant_id, stack_id, tz[plant_id]), len(r), replay=r))
-        parts |= {"replay": str(replay), "rows": sum(len(r) for r in data.values())}
+        # The file's contents name the run, not only its path: an edited file is a new run, not the resumption
+        # of one already sent.
+        parts |= {"replay": str(replay), "rows": sum(len(r) for r in data.values()),
+                  "sha256": hashlib.sha256(Path(replay).read_bytes()).hexdigest()}
     elif load:
         plant = cfg.plants[0]
         start_ms = round(plan_start(opts, now) * 1000)

@@ -532,6 +532,12 @@ def test_relative_data_dir_resolved_against_base_dir(tmp_path):
     assert cfg.storage.data_dir == tmp_path / "state" / "data"
 
 
+def test_resolving_a_relative_data_dir_keeps_the_other_storage_keys(tmp_path):
+    cfg = parse_config('[storage]\ndata_dir = "d"\njournal_max_mb = 64\nspool_max_mb = 128\n' + MINIMAL,
+                       base_dir=tmp_path)
+    assert (cfg.storage.data_dir, cfg.storage.journal_max_mb, cfg.storage.spool_max_mb) == (tmp_path / "d", 64, 128)
+
+
 def test_relative_data_dir_left_alone_without_base_dir():
     cfg = parse_config('[storage]\ndata_dir = "state"\n' + MINIMAL)
     assert cfg.storage.data_dir == Path("state")

@@ -80,7 +80,9 @@ def test_broker_outage_and_killed_gateway_lose_no_readings(backends, tmp_path, b
         time.sleep(3)  # the outage's length, not a synchronisation
         n_down = accepted()
         broker = ls.start_mosquitto(broker_dir, port)
-        wait_for(lambda: accepted() > n_down + 200, 60, "readings from the outage to arrive")
+        # How many readings a given stretch holds depends on the day's seeded gaps and stops: wait for
+        # progress, not a count. Every reading is counted exactly at the end.
+        wait_for(lambda: accepted() > n_down, 60, "readings from the outage to arrive")
 
         sim.send_signal(signal.SIGKILL)
         sim.wait(10)
