@@ -442,7 +442,8 @@ def report(a, desc: str, results: list[PhaseResult], lat: list[PhaseResult], cei
         print(latency_line(r))
     print("\nMarkdown for docs/performance.md (paste under '## End to end'):\n")
     print("## End to end (`make bench-e2e`)\n")
-    print(f"{a.stacks:,} stacks of one plant, {a.publishers} publisher processes (paho-mqtt, QoS 1), mosquitto, "
+    print(f"{a.stacks:,} stacks of one plant, {a.publishers} publisher processes (bench/mqttlite.py, QoS 1), "
+          f"mosquitto, "
           f"`cems serve` and InfluxDB on one machine: {desc}. Throughput runs {a.duration:.0f} s each "
           f"(rates over the last {a.duration - a.warmup:.0f} s), latency runs {a.latency_duration:.0f} s at half "
           f"the stored rate. Reproduce with `make bench-e2e`.\n")

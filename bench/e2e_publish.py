@@ -21,11 +21,12 @@ from multiprocessing.synchronize import Event
 
 import numpy as np
 import orjson
-import paho.mqtt.client as mqtt
+
+from bench.mqttlite import LitePublisher
 
 CHANNELS = ("flow_m3h", "co2_pct", "o2_pct", "temp_c", "press_kpa", "h2o_pct")  # a flow-meter stack
 UNLIMITED = 1 << 62
-MAX_UNACKED = 2000  # messages published but not yet acknowledged by the broker (paho queues beyond inflight)
+MAX_UNACKED = 2000  # messages published but not yet acknowledged by the broker
 
 
 @dataclass(frozen=True)
@@ -94,13 +95,7 @@ def _publish(share: Share, position, allowed, start, stop, samples, results) -> 
     topics = [f"cems/v1/{share.plant}/{s}/readings" for s in share.stacks]
     tails = [f',"status":"N","gw":"bench-{s}","seq":'.encode() for s in share.stacks]
     sampled = set(share.sampled) if samples is not None else set()
-    acked = [0]
-    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"bench-pub-{uuid.uuid4().hex[:10]}",
-                         protocol=mqtt.MQTTv311)
-    client.max_inflight_messages_set(1000)
-    client.on_publish = lambda c, u, mid, rc, props: acked.__setitem__(0, acked[0] + 1)
-    client.connect("127.0.0.1", share.mqtt_port, keepalive=60)
-    client.loop_start()
+    client = LitePublisher("127.0.0.1", share.mqtt_port, f"bench-pub-{uuid.uuid4().hex[:10]}")
     results.put({"ready": True})
     start.wait()
     cpu0, t_start = os.times(), time.time()
@@ -110,14 +105,18 @@ def _publish(share: Share, position, allowed, start, stop, samples, results) -> 
     waited_for_clock = [0.0]
 
     def turn() -> bool:
-        """Wait until the next message may go: pacing, flow control, paho's backlog; False when time is up."""
+        """Wait until the next message may go: pacing, flow control, unacknowledged messages; False when
+        time is up. Buffered packets go out before any wait."""
         while True:
             now = time.time()
             if now >= end or stop.is_set():
                 return False
             if (pos + b <= allowed.value and (not share.rate or pos + b <= share.rate * (now - t_start))
-                    and sent - acked[0] <= MAX_UNACKED):
+                    and sent - client.acked <= MAX_UNACKED):
                 return True
+            client.flush()
+            if client.error:
+                raise ConnectionError(f"publisher lost the broker: {client.error}")
             time.sleep(0.001)
 
     for minute, j, c in _walk(share, end, stop, waited_for_clock):
@@ -129,20 +128,22 @@ def _publish(share: Share, position, allowed, start, stop, samples, results) -> 
         payload = b"".join((head, b"" if b == 1 else b"]", b",", pool[k % len(pool)], tails[j],
                             str(seqs[j]).encode(), b"}"))
         k += 1
+        client.publish(topics[j], payload)
         if j in sampled and c + b == 60:
+            client.flush()  # the minute's last reading is on its way now, not when the buffer fills
             samples.put((share.stacks[j], minute, time.time()))
-        client.publish(topics[j], payload, qos=1)
         sent += 1
         pos += b
         position.value = pos
+    client.flush()
     t_end = time.time()
     deadline = time.time() + 60
-    while acked[0] < sent and time.time() < deadline:
+    while client.acked < sent and time.time() < deadline and not client.error:
         time.sleep(0.01)
     cpu1 = os.times()
-    client.loop_stop()
-    client.disconnect()
-    return {"publisher": share.index, "messages": sent, "acked": acked[0], "readings": pos, "t_start": t_start,
+    acked = client.acked
+    client.close()
+    return {"publisher": share.index, "messages": sent, "acked": acked, "readings": pos, "t_start": t_start,
             "t_end": t_end,
             "cpu_s": (cpu1.user + cpu1.system) - (cpu0.user + cpu0.system), "waited_for_clock_s": waited_for_clock[0]}
 

@@ -110,7 +110,7 @@ def mosquitto_conf(port: int, data: Path, host: str = "127.0.0.1") -> str:
     # persistent session that is offline (DESIGN §3).
     return (f"listener {port} {host}\nallow_anonymous true\npersistence true\n"
             f"persistence_location {data}/\nautosave_interval 10\nmax_queued_messages 0\n"
-            f"max_inflight_messages 100\nlog_dest stdout\nlog_type error\nlog_type warning\n")
+            f"max_inflight_messages 1000\nlog_dest stdout\nlog_type error\nlog_type warning\n")
 
 
 def influx_conf(port: int, data: Path) -> str:

@@ -41,7 +41,7 @@ class Service:
         self.deadletters = DeadLetters(st.data_dir)
         self.journal = Journal(st.data_dir, max_bytes=st.journal_max_mb << 20)
         self.store = SpooledInflux(influx_from(cfg), st.data_dir, self.deadletters, max_bytes=st.spool_max_mb << 20)
-        self.intake = Intake(self.inbox, self.journal, ack=self.collector.ack)
+        self.intake = Intake(self.inbox, self.journal, ack=self.collector.ack_all)
         self.pipeline = Pipeline(cfg, self.store, self.deadletters, publish=self.collector.publish)
         self.processor = Processor(self.pipeline, self.journal)
         self.store.on_drained = self.processor.wake.set  # what waited for the database goes on at once

@@ -8,6 +8,7 @@ broker deliver it again.
 
 import logging
 import queue
+import struct
 import threading
 import time
 
@@ -19,6 +20,7 @@ from cems.ingest.pipeline import Message
 log = logging.getLogger("cems.collector")
 READINGS_FILTER = "cems/v1/+/+/readings"
 REPORTED_FILTER = "cems/v1/+/+/reported"
+_PUBACK = struct.Struct("!BBH")  # MQTT 3.1.1 PUBACK: type, remaining length 2, packet id
 
 
 def topic_filters(plants: list[str] | None = None) -> tuple[str, ...]:
@@ -89,6 +91,26 @@ class Collector:
     def ack(self, msg: Message) -> None:
         if msg.qos > 0:
             self.client.ack(msg.mid, msg.qos)
+
+    def ack_all(self, msgs: list[Message]) -> None:
+        """Acknowledge a journaled batch: its PUBACKs in one write.
+
+        paho's `ack()` queues each PUBACK as a packet of its own and wakes its network thread for each, a
+        socket write and a thread switch per message; a batch's PUBACKs are one byte string of the same
+        packets, queued once (paho 2.x writes any queued bytes whole, resuming partial writes).
+        """
+        mids = []
+        for m in msgs:
+            if m.qos == 1:
+                mids.append(m.mid)
+            elif m.qos > 1:
+                self.ack(m)
+        queue_packet = getattr(self.client, "_packet_queue", None)
+        if len(mids) < 2 or queue_packet is None:
+            for mid in mids:
+                self.client.ack(mid, 1)
+            return
+        queue_packet(mqtt.PUBACK, b"".join([_PUBACK.pack(mqtt.PUBACK, 2, mid) for mid in mids]), 0, 0)
 
     def publish(self, topic: str, payload: bytes, retain: bool = False) -> None:
         self.client.publish(topic, payload, qos=1, retain=retain)

@@ -5,6 +5,7 @@ problems (missing channel, out of range, a bad flag) are left to validity, which
 """
 
 import datetime as dt
+import functools
 import math
 import re
 from dataclasses import dataclass, field
@@ -43,9 +44,10 @@ class Decoded:
     ignored_keys: tuple[str, ...] = field(default=())
 
     def __len__(self) -> int:
-        return int(self.ts_ms.shape[0])
+        return len(self.status)  # one letter per reading; a list's length is the cheapest to ask
 
 
+@functools.lru_cache(maxsize=1 << 16)  # a plant's topics are few and come again and again; rejections are not kept
 def parse_topic(topic: str, kind: str = "readings") -> tuple[str, str]:
     """``cems/v1/{plant}/{stack}/{kind}`` -> (plant, stack); `Rejected` if the ids are malformed."""
     parts = topic.split("/")
@@ -172,8 +174,9 @@ def _decode_object(obj: dict, gw, seq) -> Decoded:
         if not isinstance(st, str):
             raise Rejected(f"status[0]: expected an HJ 212 flag letter, got {type(st).__name__}")
         status = [st] * n
-        flags = np.full(n, FLAG_CODE.get(st, FLAG_UNKNOWN), dtype=np.int8)
-    ignored = tuple(sorted(k for k in obj if k not in KNOWN_KEYS))
+        flags = np.array([FLAG_CODE.get(st, FLAG_UNKNOWN)] * n, dtype=np.int8)
+    unknown = obj.keys() - KNOWN_KEYS
+    ignored = tuple(sorted(unknown)) if unknown else ()
     return Decoded(ts, values, flags, status, gw, seq, ignored)
 
 

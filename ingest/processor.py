@@ -26,13 +26,14 @@ log = logging.getLogger("cems.processor")
 
 
 class Intake(threading.Thread):
-    def __init__(self, inbox: "queue.Queue[Message]", journal: Journal, ack: Callable[[Message], None],
+    def __init__(self, inbox: "queue.Queue[Message]", journal: Journal, ack: Callable[[list[Message]], None],
                  batch: int = 2000):
         super().__init__(name="cems-intake", daemon=True)
         self.inbox = inbox
         self.journal = journal
         self.ack = ack
         self.batch = batch
+        self.gather_s = 0.01
         self.stopping = threading.Event()
         self.journaled = 0
         self.last_error: str | None = None
@@ -43,19 +44,18 @@ class Intake(threading.Thread):
                 batch = [self.inbox.get(timeout=0.2)]
             except queue.Empty:
                 continue
-            while len(batch) < self.batch:
-                try:
-                    batch.append(self.inbox.get_nowait())
-                except queue.Empty:
-                    break
+            batch += _take(self.inbox, self.batch - 1)
             last = self._append(batch)
             if last is None:
                 return  # stopping: not journaled, not acknowledged; the broker delivers them again
+            brokered = []
             for i, m in enumerate(batch):
                 if m.on_journaled is not None:
                     m.on_journaled(last - len(batch) + 1 + i)
                 else:
-                    self.ack(m)
+                    brokered.append(m)
+            if brokered:
+                self.ack(brokered)
             self.journaled += len(batch)
 
     def _append(self, batch: list[Message]) -> int | None:
@@ -79,6 +79,16 @@ class Intake(threading.Thread):
     def stop(self, timeout: float = 10.0) -> None:
         self.stopping.set()
         self.join(timeout)
+
+
+def _take(q: queue.Queue, n: int) -> list:
+    """Up to `n` items waiting in `q`, taken under one lock (not one `get` each)."""
+    with q.mutex:
+        k = min(n, len(q.queue))
+        items = [q.queue.popleft() for _ in range(k)]
+        if k:
+            q.not_full.notify(k)
+    return items
 
 
 class Replies:
@@ -113,6 +123,7 @@ class Processor(threading.Thread):
         self.tick_s = tick_s  # everything the clock closes: minutes, hours, finality, eviction, live totals
         self.minute_tick_s = minute_tick_s  # minutes alone, more often: a minute's figure soon after its end
         self.batch = batch
+        self.gather_s = 0.01
         self.stopping = threading.Event()
         self.ready = threading.Event()
         self.wake = threading.Event()  # set to retry at once (the spool has drained, or stopping)
@@ -157,9 +168,14 @@ class Processor(threading.Thread):
         last_tick = last_minutes = 0.0
         while not self.stopping.is_set():
             records = self.journal.read(self.batch, timeout=min(0.2, self.tick_s, self.minute_tick_s))
+            if 0 < len(records) < self.batch:
+                # A short batch: gather for a moment, so that a stream of small messages is handled (and
+                # written to InfluxDB) in batches rather than a few at a time.
+                self.stopping.wait(self.gather_s)
+                records += self.journal.read(self.batch - len(records))
             done = None
             if records:
-                msgs = [Message(rec.topic, rec.payload, rec.received_at, source=rec.source) for _, rec in records]
+                msgs = [rec for _, rec in records]  # a Record has what the pipeline reads of a Message
                 outs = self._retry("handling messages", lambda m=msgs: self._handle_batch(m))
                 if outs is None:
                     break  # stopping: the journal still holds them

@@ -27,7 +27,7 @@ from cems.store.segmentlog import LogFull, SegmentLog, Timestamps
 log = logging.getLogger("cems.spool")
 _HEAD = struct.Struct("<dB")
 BATCH = 20000  # points per write request: InfluxDB recommends 5,000-10,000
-IN_FLIGHT = 2  # batches queued for the writer thread while the processor handles the next
+IN_FLIGHT = 4  # batches queued for the writer thread (taken together) while the processor handles the next
 # Concurrent write requests of one batch. InfluxDB parses and indexes requests in parallel, so one request at
 # a time leaves it (and the pipeline, waiting for it) half idle. The points of one series always take the
 # same lane, in order, so a correction can never overtake the point it corrects.
@@ -223,18 +223,26 @@ class SpooledInflux:
         """The writer thread: submitted batches in order; a failure (the disk) is retried, never skipped."""
         while True:
             try:
-                ms, ns, on_done = self._queue.get(timeout=0.2)
+                taken = [self._queue.get(timeout=0.2)]
             except queue.Empty:
                 if stop.is_set():
                     return
                 continue
+            while len(taken) < IN_FLIGHT:  # what else is queued goes in the same requests, in order
+                try:
+                    taken.append(self._queue.get_nowait())
+                except queue.Empty:
+                    break
+            ms = [x for t in taken for x in t[0]]
+            ns = [x for t in taken for x in t[1]]
+            dones = [t[2] for t in taken if t[2] is not None]
             delay = 0.5
             while True:
                 try:
                     self.write(ms)
                     self.write(ns, precision="ns")
                     ms = ns = []  # written: a retry after a failing callback writes nothing twice
-                    if on_done is not None:
+                    for on_done in dones:
                         on_done()
                     break
                 except Exception as e:
@@ -243,7 +251,8 @@ class SpooledInflux:
                     if stop.wait(delay):
                         break  # stopping: what was not written stays in the journal (not checkpointed)
                     delay = min(delay * 2, 15.0)
-            self._queue.task_done()
+            for _ in taken:
+                self._queue.task_done()
 
     def status(self) -> dict:
         s = self.log.status()

@@ -72,3 +72,31 @@ def test_a_full_queue_blocks_until_stop_without_losing_the_ack():
     c.stop()
     t.join(2)
     assert not t.is_alive() and c.client.acked == []  # never acknowledged: the broker will resend
+
+
+class PacketClient(FakeClient):
+    """paho's internal queue of outgoing packets, as `Collector.ack_all` uses it."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.packets = []
+
+    def _packet_queue(self, command, packet, mid, qos, info=None):
+        self.packets.append((command, bytes(packet), mid, qos))
+
+
+def test_a_batch_is_acknowledged_in_one_write_of_its_pubacks():
+    c = Collector(MqttConfig(), queue.Queue(), client_factory=PacketClient)
+    msgs = [SimpleNamespace(mid=mid, qos=1) for mid in (1, 2, 300)] + [SimpleNamespace(mid=0, qos=0)]
+    c.ack_all(msgs)
+    assert c.client.packets == [(mqtt.PUBACK, bytes.fromhex("40020001" "40020002" "4002012c"), 0, 0)]
+    assert c.client.acked == []
+
+
+def test_a_single_message_or_a_client_without_the_queue_is_acknowledged_one_by_one():
+    c = Collector(MqttConfig(), queue.Queue(), client_factory=PacketClient)
+    c.ack_all([SimpleNamespace(mid=5, qos=1)])
+    assert c.client.acked == [(5, 1)] and c.client.packets == []
+    c, _ = make()
+    c.ack_all([SimpleNamespace(mid=6, qos=1), SimpleNamespace(mid=7, qos=1)])
+    assert c.client.acked == [(6, 1), (7, 1)]

@@ -69,7 +69,7 @@ def test_messages_are_journaled_acked_handled_flushed_then_checkpointed(tmp_path
     j = Journal(tmp_path)
     inbox = queue.Queue()
     acked = []
-    intake = Intake(inbox, j, ack=acked.append)
+    intake = Intake(inbox, j, ack=acked.extend)
     pipe = FakePipeline()
     pipe.deadletters = Dead()
     proc = Processor(pipe, j, tick_s=0.2, minute_tick_s=0.05)
