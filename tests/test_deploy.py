@@ -1,7 +1,10 @@
 """What ships in deploy/ and the demo: configs that load, a compose file that holds together."""
 
+import shutil
+import subprocess
 from pathlib import Path
 
+import pytest
 import yaml
 
 from cems import localservices as ls
@@ -58,3 +61,30 @@ def test_broker_needs_a_login():
     env = (ROOT / "deploy" / "env.example").read_text()
     for key in ("CEMS_MQTT_PASSWORD", "CEMS_GATEWAY_PASSWORDS", "CEMS_WUSHA_GATEWAY_PASSWORD"):
         assert f"{key}=" in env
+
+
+def _compose_cli() -> list[str] | None:
+    """A compose implementation that can check a file without an engine: the docker plugin or docker-compose."""
+    if shutil.which("docker") and subprocess.run(["docker", "compose", "version"], capture_output=True).returncode == 0:
+        return ["docker", "compose"]
+    if shutil.which("docker-compose"):
+        return ["docker-compose"]
+    return None
+
+
+def test_compose_config_validates_with_the_example_env(tmp_path):
+    """`compose config` (no engine needed) accepts the file with .env from deploy/env.example, the demo profile
+    too, and refuses it without the passwords .env must set."""
+    cli = _compose_cli()
+    if cli is None:
+        pytest.skip("neither `docker compose` nor `docker-compose` is installed (apt-get install docker-compose)")
+    shutil.copytree(ROOT / "deploy", tmp_path / "deploy")
+    shutil.copy(ROOT / "docker-compose.yml", tmp_path / "docker-compose.yml")
+    run = lambda *args: subprocess.run([*cli, *args], cwd=tmp_path, capture_output=True, text=True)  # noqa: E731
+    assert run("config", "-q").returncode != 0  # no .env: the passwords are missing
+    shutil.copy(ROOT / "deploy" / "env.example", tmp_path / ".env")
+    for args in (("config", "-q"), ("--profile", "demo", "config", "-q")):
+        p = run(*args)
+        assert p.returncode == 0, p.stderr
+    services = run("--profile", "demo", "config", "--services").stdout.split()
+    assert set(services) == {"mosquitto-init", "mosquitto", "influxdb", "cems", "simulator"}
