@@ -52,6 +52,10 @@ DEFAULT_RANGES = {c.name: c.default_range for c in CHANNELS}
 _EMPTY = MinuteRaw.from_records({}).columns()
 LIVE_PUBLISH_S = 5.0  # a stack's live figures go out on MQTT at most this often while they change
 LOADED_IDLE_S = 300.0  # old hours read back for late data stay in memory this long after their last data
+# Raw readings stay in memory this long after their minute (late readings within it merge without a read
+# from the store); their minute figures stay for the plant's whole window (`StackState.retention_s`).
+RAW_WINDOW_S = 1800
+RAW_SCAN_S = 30.0  # how often each stack's raw minutes are looked over for that
 
 
 @dataclass
@@ -79,6 +83,11 @@ class StackState:
     dirty_hours: set[int] = field(default_factory=set)
     loaded_hours: set[int] = field(default_factory=set)  # old hours read back whole from the store
     loaded_touched: dict[int, float] = field(default_factory=dict)  # old hour -> last time data came for it
+    # Hours (at or after authoritative_from) some of whose minutes' raw readings have left memory
+    # (`RAW_WINDOW_S`); late data for them reads the hour's raw readings back first.
+    raw_evicted: set[int] = field(default_factory=set)
+    raw_evicted_end: int = 0  # end of the newest such hour
+    raw_scanned_at: float = 0.0
     # Minutes at or after this are complete in memory; older ones may be in the store only.
     authoritative_from: int = 0
     last_reading_ms: int | None = None
@@ -187,29 +196,38 @@ class Pipeline:
     def _load(self, st: StackState, start_s: int, end_s: int) -> None:
         """Read raw readings and figures of [start, end) back from the store into memory."""
         plant, stack = st.key
-        fresh: dict[int, dict[int, Raw]] = {}
-        for ts, vals, status, gw, seq in schema.raw_readings(self.db, plant, stack, start_s * 1000, end_s * 1000):
-            m = ts // 60000 * 60
-            fresh.setdefault(m, {})[ts] = (vals, status, gw, seq)
-        for m, readings in fresh.items():
-            if m not in st.raw:
-                st.raw[m] = MinuteRaw.from_records(readings)
+        self._load_raw(st, start_s, end_s)
         for m, row in schema.figure_rows(self.db, schema.MINUTE, schema.MINUTE_FIELDS, plant, stack,
                                          start_s, end_s).items():
             st.minutes.setdefault(m, row)
 
+    def _load_raw(self, st: StackState, start_s: int, end_s: int) -> None:
+        """Raw readings of [start, end) from the store, for the minutes memory does not hold (a minute is
+        held whole or not at all)."""
+        fresh: dict[int, dict[int, Raw]] = {}
+        for ts, vals, status, gw, seq in schema.raw_readings(self.db, *st.key, start_s * 1000, end_s * 1000):
+            fresh.setdefault(ts // 60000 * 60, {})[ts] = (vals, status, gw, seq)
+        for m, readings in fresh.items():
+            if m not in st.raw:
+                st.raw[m] = MinuteRaw.from_records(readings)
+
     def _ensure_loaded(self, st: StackState, ts_ms: np.ndarray, now: float) -> None:
-        """Bring whole old hours back into memory before late readings for them are merged."""
-        oldest = int(ts_ms[0]) if len(ts_ms) == 1 else int(ts_ms.min())
-        if oldest // 1000 >= st.authoritative_from:
+        """Bring whole old hours (or an hour's raw readings) back into memory before late readings for them
+        are merged."""
+        oldest = (int(ts_ms[0]) if len(ts_ms) == 1 else int(ts_ms.min())) // 1000
+        if oldest >= st.authoritative_from and oldest >= st.raw_evicted_end:
             return  # the common case: every hour concerned is whole in memory
         hours = {int(m) - int(m) % 3600 for m in np.unique(ts_ms // 60000 * 60)}
         for h in sorted(hours):
-            if h < st.authoritative_from and h not in st.loaded_hours:
-                self._load(st, h, h + 3600)
-                st.loaded_hours.add(h)
             if h < st.authoritative_from:
+                if h not in st.loaded_hours:
+                    self._load(st, h, h + 3600)
+                    st.loaded_hours.add(h)
                 st.loaded_touched[h] = now
+            elif h in st.raw_evicted:
+                self._load_raw(st, h, h + 3600)
+                st.raw_evicted.discard(h)
+                st.raw_evicted_end = max(st.raw_evicted, default=-3600) + 3600
 
     # ---- messages ------------------------------------------------------------------------------
     def handle(self, msg: Message, now: float) -> Outcome:
@@ -720,6 +738,7 @@ class Pipeline:
             cutoff -= cutoff % 3600
             busy = {m - m % 3600 for m in st.dirty_minutes} | st.dirty_hours
             busy |= {h for h, t in st.loaded_touched.items() if now - t < LOADED_IDLE_S}
+            self._evict_raw(st, now, busy)
             if cutoff <= st.authoritative_from and not (st.loaded_hours - busy):
                 continue
             for m in [m for m in st.raw if m < cutoff and (m - m % 3600) not in busy]:
@@ -733,7 +752,26 @@ class Pipeline:
             # Hours below the cutoff still held (busy) were loaded or are dirty; everything else there
             # now lives in the store only.
             st.authoritative_from = max(st.authoritative_from, cutoff)
+            st.raw_evicted = {h for h in st.raw_evicted if h >= st.authoritative_from}
+            st.raw_evicted_end = max(st.raw_evicted, default=-3600) + 3600
             st.live.prune(cutoff - 86400)
+
+    @staticmethod
+    def _evict_raw(st: StackState, now: float, busy: set[int]) -> None:
+        """Raw readings of minutes older than `RAW_WINDOW_S` leave memory (about 100 bytes a reading; the
+        minute figures stay for the whole window). Only minutes at or after `authoritative_from`: older
+        hours come and go whole."""
+        if now - st.raw_scanned_at < RAW_SCAN_S:
+            return
+        st.raw_scanned_at = now
+        cutoff = int(now) - RAW_WINDOW_S
+        old = [m for m in st.raw if st.authoritative_from <= m < cutoff and m not in st.dirty_minutes
+               and (m - m % 3600) not in busy]
+        for m in old:
+            del st.raw[m]
+            st.raw_evicted.add(m - m % 3600)
+        if old:
+            st.raw_evicted_end = max(st.raw_evicted) + 3600
 
     # ---- live figures ------------------------------------------------------------------------------
     def _refresh_live(self, now: float, publish: bool) -> None:

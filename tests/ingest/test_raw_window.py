@@ -1,0 +1,62 @@
+"""Raw readings leave memory `RAW_WINDOW_S` after their minute; late data for such a minute reads the hour's
+raw readings back from the store first, so its figure is recomputed from all of them (in-process store)."""
+
+import math
+
+import orjson
+
+from cems.ingest import pipeline as pl
+from cems.ingest.message import Message
+from cems.store import schema
+from tests.ingest.test_pipeline_batch import T0, make_pipeline
+
+ROW = {"co2_pct": 12.0, "o2_pct": 6.0, "flow_m3h": 1.2e6, "velocity_ms": 14.0, "temp_c": 50.0, "press_kpa": 101.0,
+       "h2o_pct": 9.0}
+
+
+def minute_msg(stack: str, ts: list[float]) -> Message:
+    body = {"ts": ts, **{k: [v] * len(ts) for k, v in ROW.items()}}
+    return Message(f"cems/v1/p/{stack}/readings", orjson.dumps(body), T0, source="mqtt")
+
+
+def minute_n(lines: list[str], stack: str, minute_s: int) -> int:
+    mine = [ln for ln in lines if ln.startswith(f"minute,plant=p,stack={stack} ") and ln.endswith(f" {minute_s}000")]
+    return int(mine[-1].split(",n=")[1].split("i")[0])
+
+
+def test_late_reading_for_an_evicted_minute_is_merged_with_its_stored_readings(tmp_path, monkeypatch):
+    p, db = make_pipeline(tmp_path)
+    stored: dict[tuple[str, str], list[tuple]] = {}
+
+    def raw_readings(_db, plant, stack, start_ms, end_ms):
+        return [r for r in stored.get((plant, stack), []) if start_ms <= r[0] < end_ms]
+
+    monkeypatch.setattr(schema, "raw_readings", raw_readings)
+    now = T0 + 61.0
+    p.start(now)
+    first = [T0 + k for k in range(60)]
+    p.handle(minute_msg("a", first), now)
+    stored[("p", "a")] = [(t * 1000, tuple(ROW.get(n, math.nan) for n in pl.NAMES), "N", None, None) for t in first]
+    p.tick(now)
+    assert minute_n(db.lines, "a", T0) == 60
+
+    later = T0 + pl.RAW_WINDOW_S + 3600 + 120.0  # past the raw window, the hour settled and not busy
+    p.tick(later)
+    st = p.stacks[("p", "a")]
+    assert T0 not in st.raw and T0 - T0 % 3600 in st.raw_evicted and T0 in st.minutes  # the figure stays
+
+    p.handle(minute_msg("a", [T0 + 30.5]), later)  # a late reading for that minute
+    assert len(st.raw[T0]) == 61  # the 60 read back, and the new one
+    p.tick(later + 1)
+    assert minute_n(db.lines, "a", T0) == 61
+    assert T0 - T0 % 3600 not in st.raw_evicted
+
+
+def test_recent_minutes_keep_their_raw_readings(tmp_path):
+    p, _ = make_pipeline(tmp_path)
+    now = T0 + 61.0
+    p.start(now)
+    p.handle(minute_msg("a", [T0 + k for k in range(60)]), now)
+    p.tick(now)
+    p.tick(now + pl.RAW_WINDOW_S - 120)
+    assert T0 in p.stacks[("p", "a")].raw
