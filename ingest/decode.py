@@ -87,9 +87,7 @@ def _column(key: str, raw, n: int) -> np.ndarray:
                 if x is not None and type(x) not in _NUMBER:
                     raise Rejected(f"{key}[{i}]: expected a number or null, got {type(x).__name__}")
         return np.array(raw, dtype=np.float64)  # None -> NaN
-    if raw is not None and type(raw) not in _NUMBER:
-        raise Rejected(f"{key}: expected a number or null, got {type(raw).__name__}")
-    return np.full(n, np.nan if raw is None else float(raw))
+    return np.full(n, _scalar(key, raw))
 
 
 def _scalar(key: str, raw) -> float:

@@ -86,7 +86,6 @@ class StackState:
     # Hours (at or after authoritative_from) some of whose minutes' raw readings have left memory
     # (`RAW_WINDOW_S`); late data for them reads the hour's raw readings back first.
     raw_evicted: set[int] = field(default_factory=set)
-    raw_evicted_end: int = 0  # end of the newest such hour
     raw_scanned_at: float = 0.0
     # Minutes at or after this are complete in memory; older ones may be in the store only.
     authoritative_from: int = 0
@@ -100,6 +99,11 @@ class StackState:
     @property
     def key(self) -> tuple[str, str]:
         return self.plant.id, self.stack.id
+
+    @property
+    def raw_evicted_end(self) -> int:
+        """End of the newest hour in `raw_evicted` (readings at or after it are whole in memory)."""
+        return max(self.raw_evicted, default=-3600) + 3600
 
     @property
     def lateness_s(self) -> int:
@@ -227,7 +231,6 @@ class Pipeline:
             elif h in st.raw_evicted:
                 self._load_raw(st, h, h + 3600)
                 st.raw_evicted.discard(h)
-                st.raw_evicted_end = max(st.raw_evicted, default=-3600) + 3600
 
     # ---- messages ------------------------------------------------------------------------------
     def handle(self, msg: Message, now: float) -> Outcome:
@@ -419,11 +422,7 @@ class Pipeline:
     def _tails(self, d: Decoded, validity: np.ndarray, reason: np.ndarray) -> list[str]:
         """`schema.reading_tail` of each reading of one message."""
         n = len(d)
-        if n == 1 or (not validity.any() and d.status.count(d.status[0]) == n):
-            if n == 1:
-                r = int(reason[0])
-                return [schema.reading_tail(d.status[0], VALIDITY_NAMES[int(validity[0])],
-                                            describe_reason(r, d.status[0]) if r else "", d.gw, d.seq)]
+        if n > 1 and not validity.any() and d.status.count(d.status[0]) == n:  # the common batch: one tail
             return [schema.reading_tail(d.status[0], "valid", "", d.gw, d.seq)] * n
         cache: dict[tuple, str] = {}
         out = []
@@ -753,7 +752,6 @@ class Pipeline:
             # now lives in the store only.
             st.authoritative_from = max(st.authoritative_from, cutoff)
             st.raw_evicted = {h for h in st.raw_evicted if h >= st.authoritative_from}
-            st.raw_evicted_end = max(st.raw_evicted, default=-3600) + 3600
             st.live.prune(cutoff - 86400)
 
     @staticmethod
@@ -770,8 +768,6 @@ class Pipeline:
         for m in old:
             del st.raw[m]
             st.raw_evicted.add(m - m % 3600)
-        if old:
-            st.raw_evicted_end = max(st.raw_evicted) + 3600
 
     # ---- live figures ------------------------------------------------------------------------------
     def _refresh_live(self, now: float, publish: bool) -> None:

@@ -33,7 +33,6 @@ class Intake(threading.Thread):
         self.journal = journal
         self.ack = ack
         self.batch = batch
-        self.gather_s = 0.01
         self.stopping = threading.Event()
         self.journaled = 0
         self.last_error: str | None = None
