@@ -22,7 +22,7 @@ from cems.ingest.simulator import Scenario, StackSim, generate
 
 from .conftest import Backends, start_service, wait_for
 
-SPEEDUP, DURATION_S, SEED, EVENTS_PER_DAY = 60, 20, 7, 300
+SPEEDUP, DURATION_S, SEED, EVENTS_PER_DAY = 60, 40, 7, 300  # long enough to be killed mid-run
 
 
 @pytest.fixture
@@ -84,6 +84,7 @@ def test_broker_outage_and_killed_gateway_lose_no_readings(backends, tmp_path, b
         # progress, not a count. Every reading is counted exactly at the end.
         wait_for(lambda: accepted() > n_down, 60, "readings from the outage to arrive")
 
+        assert sim.poll() is None, "the gateway finished before it could be killed mid-run"
         sim.send_signal(signal.SIGKILL)
         sim.wait(10)
         wait_for(lambda: (watch.last() or {}).get("status") == "offline", 30, "the last will (offline)")
