@@ -52,8 +52,9 @@ DEFAULT_RANGES = {c.name: c.default_range for c in CHANNELS}
 _EMPTY = MinuteRaw.from_records({}).columns()
 LIVE_PUBLISH_S = 5.0  # a stack's live figures go out on MQTT at most this often while they change
 LOADED_IDLE_S = 300.0  # old hours read back for late data stay in memory this long after their last data
-# Raw readings stay in memory this long after their minute (late readings within it merge without a read
-# from the store); their minute figures stay for the plant's whole window (`StackState.retention_s`).
+# Raw readings stay in memory until their minute is this far behind both the clock and the stack's newest
+# reading (late readings within it merge without a read from the store); their minute figures stay for the
+# plant's whole window (`StackState.retention_s`).
 RAW_WINDOW_S = 1800
 RAW_SCAN_S = 30.0  # how often each stack's raw minutes are looked over for that
 
@@ -85,7 +86,8 @@ class StackState:
     loaded_touched: dict[int, float] = field(default_factory=dict)  # old hour -> last time data came for it
     # Hours (at or after authoritative_from) some of whose minutes' raw readings have left memory
     # (`RAW_WINDOW_S`); late data for them reads the hour's raw readings back first.
-    raw_evicted: set[int] = field(default_factory=set)
+    # hour [s] -> end of the newest minute of it evicted [s]; later minutes of the hour are whole in memory
+    raw_evicted: dict[int, int] = field(default_factory=dict)
     raw_scanned_at: float = 0.0
     # Minutes at or after this are complete in memory; older ones may be in the store only.
     authoritative_from: int = 0
@@ -102,8 +104,8 @@ class StackState:
 
     @property
     def raw_evicted_end(self) -> int:
-        """End of the newest hour in `raw_evicted` (readings at or after it are whole in memory)."""
-        return max(self.raw_evicted, default=-3600) + 3600
+        """End of the newest evicted minute (readings at or after it are whole in memory)."""
+        return max(self.raw_evicted.values(), default=0)
 
     @property
     def lateness_s(self) -> int:
@@ -221,16 +223,18 @@ class Pipeline:
         oldest = (int(ts_ms[0]) if len(ts_ms) == 1 else int(ts_ms.min())) // 1000
         if oldest >= st.authoritative_from and oldest >= st.raw_evicted_end:
             return  # the common case: every hour concerned is whole in memory
-        hours = {int(m) - int(m) % 3600 for m in np.unique(ts_ms // 60000 * 60)}
-        for h in sorted(hours):
+        oldest_in: dict[int, int] = {}  # hour -> its oldest minute among the readings
+        for m in np.unique(ts_ms // 60000 * 60).tolist():
+            oldest_in.setdefault(m - m % 3600, m)
+        for h, m in sorted(oldest_in.items()):
             if h < st.authoritative_from:
                 if h not in st.loaded_hours:
                     self._load(st, h, h + 3600)
                     st.loaded_hours.add(h)
                 st.loaded_touched[h] = now
-            elif h in st.raw_evicted:
+            elif m < st.raw_evicted.get(h, 0):
                 self._load_raw(st, h, h + 3600)
-                st.raw_evicted.discard(h)
+                del st.raw_evicted[h]
 
     # ---- messages ------------------------------------------------------------------------------
     def handle(self, msg: Message, now: float) -> Outcome:
@@ -751,23 +755,28 @@ class Pipeline:
             # Hours below the cutoff still held (busy) were loaded or are dirty; everything else there
             # now lives in the store only.
             st.authoritative_from = max(st.authoritative_from, cutoff)
-            st.raw_evicted = {h for h in st.raw_evicted if h >= st.authoritative_from}
+            st.raw_evicted = {h: e for h, e in st.raw_evicted.items() if h >= st.authoritative_from}
             st.live.prune(cutoff - 86400)
 
     @staticmethod
     def _evict_raw(st: StackState, now: float, busy: set[int]) -> None:
-        """Raw readings of minutes older than `RAW_WINDOW_S` leave memory (about 100 bytes a reading; the
-        minute figures stay for the whole window). Only minutes at or after `authoritative_from`: older
-        hours come and go whole."""
+        """Raw readings of minutes more than `RAW_WINDOW_S` behind both the clock and the stack's newest
+        reading leave memory (about 100 bytes a reading; the minute figures stay for the whole window).
+        Measured from the newest reading too, so a backfill of old data in order (a gateway emptying its
+        store after an outage) never needs its own readings back from the store, which would stall the
+        pipeline while InfluxDB is down. Only minutes at or after `authoritative_from`: older hours come
+        and go whole."""
         if now - st.raw_scanned_at < RAW_SCAN_S:
             return
         st.raw_scanned_at = now
-        cutoff = int(now) - RAW_WINDOW_S
+        newest = now if st.last_reading_ms is None else min(now, st.last_reading_ms / 1000)
+        cutoff = int(newest) - RAW_WINDOW_S
         old = [m for m in st.raw if st.authoritative_from <= m < cutoff and m not in st.dirty_minutes
                and (m - m % 3600) not in busy]
         for m in old:
             del st.raw[m]
-            st.raw_evicted.add(m - m % 3600)
+            h = m - m % 3600
+            st.raw_evicted[h] = max(st.raw_evicted.get(h, 0), m + 60)
 
     # ---- live figures ------------------------------------------------------------------------------
     def _refresh_live(self, now: float, publish: bool) -> None:

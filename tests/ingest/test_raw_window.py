@@ -8,6 +8,7 @@ import orjson
 from cems.ingest import pipeline as pl
 from cems.ingest.message import Message
 from cems.store import schema
+from cems.store.influx import InfluxError
 from tests.ingest.test_pipeline_batch import T0, make_pipeline
 
 ROW = {"co2_pct": 12.0, "o2_pct": 6.0, "flow_m3h": 1.2e6, "velocity_ms": 14.0, "temp_c": 50.0, "press_kpa": 101.0,
@@ -41,9 +42,10 @@ def test_late_reading_for_an_evicted_minute_is_merged_with_its_stored_readings(t
     assert minute_n(db.lines, "a", T0) == 60
 
     later = T0 + pl.RAW_WINDOW_S + 3600 + 120.0  # past the raw window, the hour settled and not busy
+    p.handle(minute_msg("a", [later - 60]), later)  # the stack's newest reading is past the window too
     p.tick(later)
     st = p.stacks[("p", "a")]
-    assert T0 not in st.raw and T0 - T0 % 3600 in st.raw_evicted and T0 in st.minutes  # the figure stays
+    assert T0 not in st.raw and st.raw_evicted[T0 - T0 % 3600] == T0 + 60 and T0 in st.minutes  # the figure stays
 
     p.handle(minute_msg("a", [T0 + 30.5]), later)  # a late reading for that minute
     assert len(st.raw[T0]) == 61  # the 60 read back, and the new one
@@ -60,3 +62,26 @@ def test_recent_minutes_keep_their_raw_readings(tmp_path):
     p.tick(now)
     p.tick(now + pl.RAW_WINDOW_S - 120)
     assert T0 in p.stacks[("p", "a")].raw
+
+
+def test_a_backfill_in_order_never_reads_its_own_readings_back(tmp_path, monkeypatch):
+    """Three hours of old readings arriving in order hours after their time (a gateway emptying its store):
+    the window is measured from the stack's newest reading too, so no minute still being filled has left
+    memory, and processing never waits on the store (which may be down)."""
+    p, db = make_pipeline(tmp_path)
+
+    def store_down(*_a, **_k):
+        raise InfluxError("InfluxDB unreachable")
+
+    now = T0 + 3.5 * 3600.0  # the data is hours old, within the plant's window (lateness 2 h + 2 h)
+    p.start(now)
+    monkeypatch.setattr(schema, "raw_readings", store_down)
+    for m in range(180):  # 3 hours, each minute in two messages (the second crossing into the next minute)
+        t = T0 + 60 * m
+        p.handle(minute_msg("a", [t + k for k in range(0, 30)]), now)
+        p.handle(minute_msg("a", [t + k for k in range(30, 61)]), now)
+        now += 31.0  # each tick past the scan interval and the settle time
+        p.tick(now)
+    st = p.stacks[("p", "a")]
+    assert st.raw_evicted and min(st.raw) >= T0 + 180 * 60 - pl.RAW_WINDOW_S - 60  # memory stays bounded
+    assert minute_n(db.lines, "a", T0 + 60 * 100) == 60
