@@ -92,6 +92,7 @@ class PhaseResult:
     elapsed_s: float
     cpu_s: dict[str, float]
     rss_mb: tuple[float, float, float]
+    rss_series: list[tuple[float, float]]  # (seconds into the run, service RSS [MB]), about 20 through the run
     start_s: float
     clock_wait_s: float
     threads_cpu_s: list[float]  # the service's busiest threads
@@ -160,9 +161,11 @@ def run_phase(b: Backends, a, batch: int, rate: float, duration_s: float, latenc
         rss0 = rss_mb(svc.pid)
         start.set()
         t_start = time.time()
-        _sleep_watching(t_start + duration_s / 2, svc, progress)
+        series: list[tuple[float, float]] = []
+        every = max(5.0, duration_s / 20)
+        _sleep_watching(t_start + duration_s / 2, svc, progress, series, every, t_start)
         rss1 = rss_mb(svc.pid)
-        _sleep_watching(t_start + duration_s, svc, progress)
+        _sleep_watching(t_start + duration_s, svc, progress, series, every, t_start)
         outs = sorted(_collect(results, procs, svc, timeout_s=120), key=lambda o: o["publisher"])
         t_end = max(o["t_end"] for o in outs)
         drained_at = _drain(db, shares, outs, svc, timeout_s=max(60.0, 2 * duration_s))
@@ -213,7 +216,7 @@ def run_phase(b: Backends, a, batch: int, rate: float, duration_s: float, latenc
         minutes_s=slope(lambda x: sum(x[3])),
         drain_s=math.inf if drained_at is None else max(0.0, drained_at - t_end),
         published=published, stored=stored, minutes_expected=minutes_expected, minutes_stored=minutes_stored,
-        elapsed_s=t_done - t_start, cpu_s=cpu, rss_mb=(rss0, rss1, rss2), start_s=start_s,
+        elapsed_s=t_done - t_start, cpu_s=cpu, rss_mb=(rss0, rss1, rss2), rss_series=series, start_s=start_s,
         clock_wait_s=max(o["waited_for_clock_s"] for o in outs),
         threads_cpu_s=sorted((threads1[t] - threads0.get(t, 0.0) for t in threads1), reverse=True)[:3],
         latencies_s=sorted(lat for t, lat in poller.seen if t >= ta) if poller else [],
@@ -257,11 +260,17 @@ def _collect(results, procs: list, svc: ServiceProcess | None, timeout_s: float)
     return outs
 
 
-def _sleep_watching(until: float, svc: ServiceProcess, progress: Progress) -> None:
+def _sleep_watching(until: float, svc: ServiceProcess, progress: Progress, series: list[tuple[float, float]],
+                    every: float, t_start: float) -> None:
+    """Wait until `until`, checking the service and the progress poll, and sampling the service's RSS into
+    `series` every `every` seconds of the run."""
     while time.time() < until:
         svc.check_alive("publishing")
         if progress.error:
             raise RuntimeError(f"progress poll failed: {progress.error}")
+        elapsed = time.time() - t_start
+        if not series or elapsed - series[-1][0] >= every:
+            series.append((elapsed, rss_mb(svc.pid)))
         time.sleep(min(0.5, max(0.0, until - time.time())))
 
 
@@ -423,8 +432,9 @@ def report(a, desc: str, results: list[PhaseResult], lat: list[PhaseResult], cei
     for r in results:
         held = r.stored / r.stacks / 3600
         print(f"  batch {r.batch}: service RSS grew {r.rss_mb[2] - r.rss_mb[0]:,.0f} MB while it took "
-              f"{r.stored:,} readings ({held:.2f} h of each stack's readings, all still inside the in-memory "
-              f"window): {(r.rss_mb[2] - r.rss_mb[0]) * 2**20 / max(r.stored, 1):,.0f} bytes per reading")
+              f"{r.stored:,} readings ({held:.2f} h of each stack's readings): {(r.rss_mb[2] - r.rss_mb[0]) * 2**20 / max(r.stored, 1):,.0f} bytes per reading")
+        print(f"  batch {r.batch}: service RSS [MB] through the run (s: MB): "
+              + ", ".join(f"{t:.0f}: {m:.0f}" for t, m in r.rss_series))
         if r.clock_wait_s > 1:
             print(f"  note: batch {r.batch}: publishers caught up with the wall clock for {r.clock_wait_s:.0f} s: "
                   f"limited by real time, not by the pipeline; use more --stacks")
