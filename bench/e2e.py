@@ -432,7 +432,8 @@ def report(a, desc: str, results: list[PhaseResult], lat: list[PhaseResult], cei
     for r in results:
         held = r.stored / r.stacks / 3600
         print(f"  batch {r.batch}: service RSS grew {r.rss_mb[2] - r.rss_mb[0]:,.0f} MB while it took "
-              f"{r.stored:,} readings ({held:.2f} h of each stack's readings): {(r.rss_mb[2] - r.rss_mb[0]) * 2**20 / max(r.stored, 1):,.0f} bytes per reading")
+              f"{r.stored:,} readings ({held:.2f} h of each stack's readings): "
+              f"{(r.rss_mb[2] - r.rss_mb[0]) * 2**20 / max(r.stored, 1):,.0f} bytes per reading")
         print(f"  batch {r.batch}: service RSS [MB] through the run (s: MB): "
               + ", ".join(f"{t:.0f}: {m:.0f}" for t, m in r.rss_series))
         if r.clock_wait_s > 1:

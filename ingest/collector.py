@@ -40,9 +40,62 @@ def mqtt_client(cfg: MqttConfig, client_id: str, max_delay_s: int = 30, client_f
     return client
 
 
+class BufferedClient(mqtt.Client):
+    """paho's client, reading the socket in large chunks and handing messages straight to `on_message`.
+
+    paho reads each packet with at least three `recv` calls (the type byte, each byte of the remaining
+    length, the rest), and every `recv` lets go of the GIL: with the processor thread busy, paho's thread
+    then waits for it again, three times a message. This client reads up to `RECV_BYTES` at once and
+    serves paho's reads from that buffer, taking every packet already buffered in one `loop_read`; paho's
+    own parsing, state and partial-packet handling are unchanged. `on_message` is called directly: the
+    collector sets no per-topic callbacks, so paho's topic matching for them (and its callback lock) per
+    message is skipped.
+    """
+
+    RECV_BYTES = 1 << 16
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._rbuf = b""
+        self._rpos = 0
+        self._rsock = None
+
+    def _sock_recv(self, bufsize: int) -> bytes:
+        if self._rsock is not self._sock:  # a new connection: nothing buffered belongs to it
+            self._rbuf, self._rpos, self._rsock = b"", 0, self._sock
+        if self._rpos >= len(self._rbuf):
+            data = super()._sock_recv(max(bufsize, self.RECV_BYTES))  # raises BlockingIOError when none
+            if len(data) <= bufsize:
+                return data  # all of it asked for (or b"": the connection is closed)
+            self._rbuf, self._rpos = data, 0
+        end = self._rpos + bufsize
+        out = self._rbuf[self._rpos:end]
+        self._rpos = min(end, len(self._rbuf))
+        return out
+
+    def buffered(self) -> int:
+        """Bytes read from the socket and not yet parsed."""
+        return len(self._rbuf) - self._rpos if self._rsock is self._sock else 0
+
+    def loop_read(self, max_packets: int = 1) -> mqtt.MQTTErrorCode:
+        rc = super().loop_read(max_packets)
+        while rc == mqtt.MQTT_ERR_SUCCESS and self._sock is not None and self.buffered():
+            rc = self._packet_read()  # what is buffered is parsed now, not after the next select()
+            if rc > 0:
+                return self._loop_rc_handle(rc)
+            if rc == mqtt.MQTT_ERR_AGAIN:  # a partial packet: the rest comes when the socket is readable
+                return mqtt.MQTT_ERR_SUCCESS
+        return rc
+
+    def _handle_on_message(self, message: mqtt.MQTTMessage) -> None:
+        on_message = self.on_message
+        if on_message is not None:
+            on_message(self, self._userdata, message)
+
+
 class Collector:
     def __init__(self, cfg: MqttConfig, out: "queue.Queue[Message]",
-                 topic_filters: tuple[str, ...] = (READINGS_FILTER, REPORTED_FILTER), client_factory=mqtt.Client):
+                 topic_filters: tuple[str, ...] = (READINGS_FILTER, REPORTED_FILTER), client_factory=BufferedClient):
         self.cfg = cfg
         self.out = out
         self.topic_filters = topic_filters

@@ -138,8 +138,13 @@ def decode_payload(payload: bytes) -> Decoded:
 
 
 def _decode_object(obj: dict, gw, seq) -> Decoded:
-    if "ts" not in obj or obj["ts"] is None:
+    ts_raw = obj.get("ts")
+    if ts_raw is None:
         raise Rejected("no ts")
+    if type(ts_raw) in _NUMBER and list not in set(map(type, obj.values())):
+        one = _decode_one(obj, ts_raw, gw, seq)
+        if one is not None:
+            return one
     lengths = {k: len(v) for k, v in obj.items() if isinstance(v, list) and k in KNOWN_KEYS}
     if len(set(lengths.values())) > 1:
         raise Rejected("unequal array lengths: " + ", ".join(f"{k} {n}" for k, n in lengths.items()))
@@ -176,6 +181,25 @@ def _decode_object(obj: dict, gw, seq) -> Decoded:
     unknown = obj.keys() - KNOWN_KEYS
     ignored = tuple(sorted(unknown)) if unknown else ()
     return Decoded(ts, values, flags, status, gw, seq, ignored)
+
+
+def _decode_one(obj: dict, ts_raw, gw, seq) -> Decoded | None:
+    """The common single reading (epoch seconds, numbers or nulls, a flag letter) without the general
+    path's per-channel work: about a third of its cost. None for anything else, which the general path
+    then decodes (or rejects, with its reason)."""
+    vals = [obj.get(name) for name in NAMES]
+    st = obj.get("status", "N")
+    if (not _NUMBERS_OR_NONE.issuperset(map(type, vals)) or not TS_MIN_S <= ts_raw < TS_MAX_S
+            or type(st) is not str):
+        return None
+    try:
+        values = np.array([vals], dtype=np.float64)  # None -> NaN
+    except OverflowError:
+        return None
+    unknown = obj.keys() - KNOWN_KEYS
+    return Decoded(np.array([round(ts_raw * 1000)], dtype=np.int64), values,
+                   np.array([FLAG_CODE.get(st, FLAG_UNKNOWN)], dtype=np.int8), [st], gw, seq,
+                   tuple(sorted(unknown)) if unknown else ())
 
 
 REPORTED_INTERVALS = {"minute": 60, "hour": 3600, "day": 86400}

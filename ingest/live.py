@@ -15,16 +15,19 @@ class LiveTotals:
         self.days: dict[dt.date, float] = {}
         self.months: dict[tuple[int, int], float] = {}
         self.years: dict[int, float] = {}
+        self.version = 0  # changes whenever a total does (the live body is rebuilt only then)
 
     def add(self, minute_s: int, delta_kg: float) -> None:
         if delta_kg == 0.0:
             return
         h = minute_s - minute_s % 3600
+        self.version += 1
         self.hours[h] = self.hours.get(h, 0.0) + delta_kg
         d = dt.datetime.fromtimestamp(minute_s, self.zone).date()
         self._add_day(d, delta_kg)
 
     def _add_day(self, d: dt.date, kg: float) -> None:
+        self.version += 1
         self.days[d] = self.days.get(d, 0.0) + kg
         self.months[(d.year, d.month)] = self.months.get((d.year, d.month), 0.0) + kg
         self.years[d.year] = self.years.get(d.year, 0.0) + kg
@@ -39,6 +42,7 @@ class LiveTotals:
     def prune(self, before_s: int) -> None:
         for h in [h for h in self.hours if h < before_s]:
             del self.hours[h]
+            self.version += 1
 
     def to_date_t(self, at_s: float) -> dict[str, float]:
         """Totals [t] of the hour, local day, month and year that contain `at_s`."""

@@ -156,6 +156,7 @@ class Pipeline:
         self._live: dict[tuple[str, str], dict] = {}
         self._last_live_publish = 0.0
         self._live_sent: dict[tuple[str, str], tuple[float, dict]] = {}  # stack -> (when, body) last published
+        self._live_built: dict[tuple[str, str], tuple[tuple, dict]] = {}  # stack -> (what it shows, body)
         self._audit_seq = 0
         self._out_ms: list[str] = []  # points waiting for `flush`
         self._out_ns: list[str] = []
@@ -797,12 +798,9 @@ class Pipeline:
             self._last_live_publish = now
 
     def _live_body(self, st: StackState, now: float) -> dict:
-        zone = st.live.zone
+        """The stack's live body (DESIGN §7 `/live`): the one built last time, unless something it shows
+        changed (a tick builds it for every stack every second)."""
         at = min(now, st.last_reading_ms / 1000) if st.last_reading_ms else now
-        body = {"plant": st.plant.id, "stack": st.stack.id,
-                "at": dt.datetime.fromtimestamp(at, zone).isoformat(),
-                "rate_t_h": st.latest_valid[1] / 1000.0 if st.latest_valid else None}
-        body.update(st.live.to_date_t(at))
         latest = st.minutes.get(st.latest_minute) if st.latest_minute is not None else None
         if st.last_reading_ms is None:
             status = "no_data"
@@ -810,11 +808,21 @@ class Pipeline:
             status = "stale"
         else:
             status = latest["status"] if latest else "pending"
+        key = (at, status, st.live.version, st.latest_valid, st.last_reading_ms)
+        cached = self._live_built.get(st.key)
+        if cached is not None and cached[0] == key:
+            return cached[1]
+        zone = st.live.zone
+        body = {"plant": st.plant.id, "stack": st.stack.id,
+                "at": dt.datetime.fromtimestamp(at, zone).isoformat(),
+                "rate_t_h": st.latest_valid[1] / 1000.0 if st.latest_valid else None}
+        body.update(st.live.to_date_t(at))
         body["status"] = status
         body["last_reading_at"] = (dt.datetime.fromtimestamp(st.last_reading_ms / 1000, zone).isoformat()
                                    if st.last_reading_ms else None)
         body["latest_valid_minute"] = (dt.datetime.fromtimestamp(st.latest_valid[0], zone).isoformat()
                                        if st.latest_valid else None)
+        self._live_built[st.key] = (key, body)
         return body
 
     def live(self, plant: str, stack: str) -> dict | None:

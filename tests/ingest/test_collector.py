@@ -100,3 +100,55 @@ def test_a_single_message_or_a_client_without_the_queue_is_acknowledged_one_by_o
     c, _ = make()
     c.ack_all([SimpleNamespace(mid=6, qos=1), SimpleNamespace(mid=7, qos=1)])
     assert c.client.acked == [(6, 1), (7, 1)]
+
+
+def publish_packet(topic: str, payload: bytes, mid: int) -> bytes:
+    """An MQTT 3.1.1 PUBLISH, QoS 1."""
+    var = len(topic).to_bytes(2, "big") + topic.encode() + mid.to_bytes(2, "big") + payload
+    n, length = len(var), bytearray()
+    while True:
+        n, byte = n >> 7, n & 127
+        length.append(byte | (128 if n else 0))
+        if not n:
+            return bytes([0x32]) + bytes(length) + var
+
+
+def test_buffered_client_reads_what_paho_reads_however_the_bytes_arrive():
+    """`BufferedClient` serves paho's reads from large socket reads: over a real socket pair, packets of 1 byte
+    to 300 kB (remaining lengths of one to three bytes) arriving in any chunks come out whole and in order,
+    each once, including a packet cut off at the end of a read."""
+    import random
+    import socket
+
+    from cems.ingest.collector import BufferedClient
+
+    rng = random.Random(7)
+    sizes = [0, 1, 100, 126, 127, 128, 16_383, 16_384, 300_000] + [rng.randrange(0, 3000) for _ in range(300)]
+    sent = [(f"cems/v1/p/s{i % 5}/readings", rng.randbytes(n), i % 65535 + 1) for i, n in enumerate(sizes)]
+    stream = b"".join(publish_packet(*m) for m in sent)
+    for chunking in (1, 7, 1000, 70_000, len(stream)):
+        client = BufferedClient(mqtt.CallbackAPIVersion.VERSION2, client_id="t", protocol=mqtt.MQTTv311,
+                                manual_ack=True)
+        got: list[tuple] = []
+        client.on_message = lambda _c, _u, m, got=got: got.append((m.topic, m.payload, m.mid))
+        ours, theirs = socket.socketpair()
+        ours.setblocking(False)
+        theirs.setblocking(False)
+        client._sock = ours
+        try:
+            pos = 0
+            for _ in range(len(stream) // min(chunking, 25) + 1000):  # a bound, should it hang
+                if len(got) == len(sent):
+                    break
+                if pos < len(stream):
+                    step = chunking if chunking > 1 else rng.randrange(1, 50)
+                    try:
+                        pos += theirs.send(stream[pos:pos + step])
+                    except BlockingIOError:  # the pair's buffer is full: read first
+                        pass
+                assert client.loop_read() == mqtt.MQTT_ERR_SUCCESS
+        finally:
+            client._sock = None
+            ours.close()
+            theirs.close()
+        assert got == sent, f"chunks of {chunking}"

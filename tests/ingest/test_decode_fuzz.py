@@ -243,3 +243,28 @@ def test_nan_never_appears_from_numbers():
     d = check(orjson.dumps({"ts": [1795478400, 1795478401], "co2_pct": [0.0, None]}))
     assert d is not None
     assert d.values[0, INDEX["co2_pct"]] == 0.0 and math.isnan(d.values[1, INDEX["co2_pct"]])
+
+
+@FUZZ
+@given(ts=st.one_of(numbers, st.sampled_from([1.79e9, 1790000040.123, 1790000040.0005, 1790000040.9999, 1790000040.0015,
+                                                        "2026-11-26T06:00:00+08:00", None])),
+       vals=st.lists(st.one_of(st.none(), numbers, st.booleans(), st.text(max_size=3)), min_size=N_CHANNELS,
+                     max_size=N_CHANNELS),
+       present=st.lists(st.booleans(), min_size=N_CHANNELS, max_size=N_CHANNELS),
+       status=st.one_of(st.sampled_from(["N", "C", "D", "F", "T", "Q", "", None]), st.integers()),
+       extra=st.booleans())
+def test_a_single_reading_decodes_as_the_same_reading_in_a_batch_of_one(ts, vals, present, status, extra):
+    """Single readings take a shorter path (`_decode_one`); it must give what the general path gives for the
+    same reading sent as a batch of one, and refuse what that refuses."""
+    one = {"ts": ts, "gw": "g", "seq": 3} | {n: v for n, v, p in zip(NAMES, vals, present, strict=True) if p}
+    if status != "":
+        one["status"] = status
+    if extra:
+        one["note"] = 1
+    batch = {k: [v] if k in KNOWN_KEYS - {"gw", "seq"} else v for k, v in one.items()}
+    a, b = check(dumps(one)), check(dumps(batch))
+    assert (a is None) == (b is None)
+    if a is not None:
+        assert a.ts_ms.tolist() == b.ts_ms.tolist() and a.status == b.status and a.flags.tolist() == b.flags.tolist()
+        np.testing.assert_array_equal(a.values, b.values)
+        assert (a.gw, a.seq, a.ignored_keys) == (b.gw, b.seq, b.ignored_keys)

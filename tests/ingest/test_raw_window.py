@@ -85,3 +85,4 @@ def test_a_backfill_in_order_never_reads_its_own_readings_back(tmp_path, monkeyp
     st = p.stacks[("p", "a")]
     assert st.raw_evicted and min(st.raw) >= T0 + 180 * 60 - pl.RAW_WINDOW_S - 60  # memory stays bounded
     assert minute_n(db.lines, "a", T0 + 60 * 100) == 60
+
