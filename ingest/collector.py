@@ -47,9 +47,10 @@ class BufferedClient(mqtt.Client):
     length, the rest), and every `recv` lets go of the GIL: with the processor thread busy, paho's thread
     then waits for it again, three times a message. This client reads up to `RECV_BYTES` at once and
     serves paho's reads from that buffer, taking every packet already buffered in one `loop_read`; paho's
-    own parsing, state and partial-packet handling are unchanged. `on_message` is called directly: the
-    collector sets no per-topic callbacks, so paho's topic matching for them (and its callback lock) per
-    message is skipped.
+    own partial-packet handling and state are unchanged. A QoS 1 PUBLISH is parsed in place (paho's generic
+    decoder unpacks it in three `struct` calls with formats built per packet, and formats a debug line
+    whether or not anyone logs) and `on_message` is called directly: the collector sets no per-topic
+    callbacks, so paho's topic matching for them (and its callback lock) per message is skipped.
     """
 
     RECV_BYTES = 1 << 16
@@ -86,6 +87,21 @@ class BufferedClient(mqtt.Client):
             if rc == mqtt.MQTT_ERR_AGAIN:  # a partial packet: the rest comes when the socket is readable
                 return mqtt.MQTT_ERR_SUCCESS
         return rc
+
+    def _handle_publish(self) -> mqtt.MQTTErrorCode:
+        """A QoS 1 PUBLISH (MQTT 3.1.1, the collector's case) parsed in place; anything else as paho does."""
+        cmd, pkt = self._in_packet["command"], self._in_packet["packet"]
+        if (cmd & 0x06) != 0x02 or self._protocol == mqtt.MQTTv5 or len(pkt) < 5:
+            return super()._handle_publish()
+        end = 2 + int.from_bytes(pkt[0:2], "big")
+        if end == 2 or len(pkt) < end + 2:
+            return super()._handle_publish()  # paho's error for an empty topic or a short packet
+        message = mqtt.MQTTMessage(mid=int.from_bytes(pkt[end:end + 2], "big"), topic=bytes(pkt[2:end]))
+        message.qos, message.dup, message.retain = 1, bool(cmd & 0x08), bool(cmd & 0x01)
+        message.payload = bytes(pkt[end + 2:])
+        message.timestamp = time.monotonic()
+        self._handle_on_message(message)
+        return mqtt.MQTT_ERR_SUCCESS if self._manual_ack else self._send_puback(message.mid)
 
     def _handle_on_message(self, message: mqtt.MQTTMessage) -> None:
         on_message = self.on_message

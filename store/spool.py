@@ -32,6 +32,8 @@ IN_FLIGHT = 4  # batches queued for the writer thread (taken together) while the
 # a time leaves it (and the pipeline, waiting for it) half idle. The points of one series always take the
 # same lane, in order, so a correction can never overtake the point it corrects.
 LANES = 2
+GATHER_S = 0.05  # how long the writer waits for more points when it has fewer than GATHER_POINTS
+GATHER_POINTS = 5000
 
 
 def series_lanes(lines: list[str], n: int) -> list[list[str]]:
@@ -228,11 +230,19 @@ class SpooledInflux:
                 if stop.is_set():
                     return
                 continue
-            while len(taken) < IN_FLIGHT:  # what else is queued goes in the same requests, in order
+            # What else is queued goes in the same requests, in order; a small batch waits up to
+            # `GATHER_S` for more (a stream of small messages makes many small batches, and each request
+            # costs the service far more than its points do).
+            until = time.monotonic() + GATHER_S
+            points = len(taken[0][0]) + len(taken[0][1])
+            while len(taken) < 2 * IN_FLIGHT:
+                wait = until - time.monotonic() if points < GATHER_POINTS else 0.0
                 try:
-                    taken.append(self._queue.get_nowait())
+                    item = self._queue.get(timeout=wait) if wait > 0 else self._queue.get_nowait()
                 except queue.Empty:
                     break
+                taken.append(item)
+                points += len(item[0]) + len(item[1])
             ms = [x for t in taken for x in t[0]]
             ns = [x for t in taken for x in t[1]]
             dones = [t[2] for t in taken if t[2] is not None]
