@@ -81,6 +81,8 @@ class BufferedClient(mqtt.Client):
     def loop_read(self, max_packets: int = 1) -> mqtt.MQTTErrorCode:
         rc = super().loop_read(max_packets)
         while rc == mqtt.MQTT_ERR_SUCCESS and self._sock is not None and self.buffered():
+            if self._in_packet["command"] == 0 and self._publishes_in_buffer():
+                continue
             rc = self._packet_read()  # what is buffered is parsed now, not after the next select()
             if rc > 0:
                 return self._loop_rc_handle(rc)
@@ -88,20 +90,53 @@ class BufferedClient(mqtt.Client):
                 return mqtt.MQTT_ERR_SUCCESS
         return rc
 
+    def _publishes_in_buffer(self) -> int:
+        """Deliver the QoS 1 PUBLISH packets lying whole at the head of the buffer without paho's byte-at-a-time
+        reads; how many. Stops at anything else (another packet type, a packet not yet whole), which paho's
+        own `_packet_read` then takes."""
+        buf, pos, end, done = self._rbuf, self._rpos, len(self._rbuf), 0
+        while pos + 2 <= end and buf[pos] & 0xF6 == 0x32:  # PUBLISH, QoS 1 (any dup and retain bits)
+            length, mult, i = 0, 1, pos + 1
+            while i < end and i < pos + 5:  # the remaining length: 1-4 bytes of 7 bits
+                length += (buf[i] & 127) * mult
+                mult *= 128
+                i += 1
+                if not buf[i - 1] & 128:
+                    break
+            else:
+                break  # the length itself is not whole yet (or longer than 4 bytes: paho's error)
+            if i + length > end or not self._deliver_publish(buf[pos], buf[i:i + length]):
+                break
+            pos = i + length
+            done += 1
+        if done:
+            self._rpos = pos
+            with self._msgtime_mutex:
+                self._last_bytes_received = time.monotonic()
+        return done
+
     def _handle_publish(self) -> mqtt.MQTTErrorCode:
         """A QoS 1 PUBLISH (MQTT 3.1.1, the collector's case) parsed in place; anything else as paho does."""
-        cmd, pkt = self._in_packet["command"], self._in_packet["packet"]
-        if (cmd & 0x06) != 0x02 or self._protocol == mqtt.MQTTv5 or len(pkt) < 5:
+        if not self._deliver_publish(self._in_packet["command"], self._in_packet["packet"]):
             return super()._handle_publish()
+        return mqtt.MQTT_ERR_SUCCESS
+
+    def _deliver_publish(self, cmd: int, pkt) -> bool:
+        """Hand a QoS 1 PUBLISH (fixed-header byte `cmd`, the rest `pkt`) to `on_message`; False, having done
+        nothing, for anything paho should handle (another QoS, MQTT 5, an empty topic, a short packet)."""
+        if (cmd & 0x06) != 0x02 or self._protocol == mqtt.MQTTv5 or len(pkt) < 5:
+            return False
         end = 2 + int.from_bytes(pkt[0:2], "big")
         if end == 2 or len(pkt) < end + 2:
-            return super()._handle_publish()  # paho's error for an empty topic or a short packet
+            return False
         message = mqtt.MQTTMessage(mid=int.from_bytes(pkt[end:end + 2], "big"), topic=bytes(pkt[2:end]))
         message.qos, message.dup, message.retain = 1, bool(cmd & 0x08), bool(cmd & 0x01)
         message.payload = bytes(pkt[end + 2:])
         message.timestamp = time.monotonic()
         self._handle_on_message(message)
-        return mqtt.MQTT_ERR_SUCCESS if self._manual_ack else self._send_puback(message.mid)
+        if not self._manual_ack:
+            self._send_puback(message.mid)
+        return True
 
     def _handle_on_message(self, message: mqtt.MQTTMessage) -> None:
         on_message = self.on_message

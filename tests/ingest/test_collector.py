@@ -103,20 +103,20 @@ def test_a_single_message_or_a_client_without_the_queue_is_acknowledged_one_by_o
 
 
 def publish_packet(topic: str, payload: bytes, mid: int) -> bytes:
-    """An MQTT 3.1.1 PUBLISH, QoS 1."""
-    var = len(topic).to_bytes(2, "big") + topic.encode() + mid.to_bytes(2, "big") + payload
+    """An MQTT 3.1.1 PUBLISH, QoS 1 (QoS 0 for mid 0), followed by a PINGRESP every seventh mid."""
+    var = len(topic).to_bytes(2, "big") + topic.encode() + (mid.to_bytes(2, "big") if mid else b"") + payload
     n, length = len(var), bytearray()
     while True:
         n, byte = n >> 7, n & 127
         length.append(byte | (128 if n else 0))
         if not n:
-            return bytes([0x32]) + bytes(length) + var
+            return bytes([0x32 if mid else 0x30]) + bytes(length) + var + (b"\xd0\x00" if mid % 7 == 3 else b"")
 
 
 def test_buffered_client_reads_what_paho_reads_however_the_bytes_arrive():
     """`BufferedClient` serves paho's reads from large socket reads: over a real socket pair, packets of 1 byte
     to 300 kB (remaining lengths of one to three bytes) arriving in any chunks come out whole and in order,
-    each once, including a packet cut off at the end of a read."""
+    each once, including a packet cut off at the end of a read, and other packets among them."""
     import random
     import socket
 
@@ -124,7 +124,8 @@ def test_buffered_client_reads_what_paho_reads_however_the_bytes_arrive():
 
     rng = random.Random(7)
     sizes = [0, 1, 100, 126, 127, 128, 16_383, 16_384, 300_000] + [rng.randrange(0, 3000) for _ in range(300)]
-    sent = [(f"cems/v1/p/s{i % 5}/readings", rng.randbytes(n), i % 65535 + 1) for i, n in enumerate(sizes)]
+    sent = [(f"cems/v1/p/s{i % 5}/readings", rng.randbytes(n), 0 if i % 11 == 5 else i % 65535 + 1)
+            for i, n in enumerate(sizes)]  # some QoS 0, some followed by a PINGRESP: paho's own path
     stream = b"".join(publish_packet(*m) for m in sent)
     for chunking in (1, 7, 1000, 70_000, len(stream)):
         client = BufferedClient(mqtt.CallbackAPIVersion.VERSION2, client_id="t", protocol=mqtt.MQTTv311,
