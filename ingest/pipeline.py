@@ -44,7 +44,7 @@ from cems.ingest.message import Message
 from cems.ingest.rawwindow import Block, MinuteRaw, Raw, same_reading
 from cems.store import schema
 from cems.store.deadletter import DeadLetters
-from cems.store.influx import Influx
+from cems.store.influx import Influx, InfluxError
 from cems.store.lineproto import line
 
 log = logging.getLogger("cems.pipeline")
@@ -245,15 +245,24 @@ class Pipeline:
     def handle_batch(self, msgs: list[Message], now: float) -> list[Outcome]:
         """Process messages in order, as if one by one; their points wait for `flush`.
 
-        Raises `InfluxError` before anything changed if a read it needed (old hours back from the store,
-        for late data) failed. The readings of all messages are judged in one pass over arrays; a stack's
-        readings then take the bulk path unless they repeat a reading time (duplicates, corrections), in
-        which case its messages are taken one by one, reading by reading.
+        A message whose readings need a read from the store (old hours back, for late data) that fails
+        ends the batch there, as one by one it would: the messages before it are handled and only their
+        outcomes returned (fewer than `msgs`; the caller hands the rest again later), or, if it is the
+        first, `InfluxError` is raised before anything changed. The readings of all messages are judged in
+        one pass over arrays; a stack's readings then take the bulk path unless they repeat a reading time
+        (duplicates, corrections), in which case its messages are taken one by one, reading by reading.
         """
         judged = [self._judge(msg, now) for msg in msgs]
         readings = [(i, j) for i, j in enumerate(judged) if isinstance(j, _Readings)]
-        for _, j in readings:
-            self._ensure_loaded(j.st, j.d.ts_ms, now)
+        for i, j in readings:
+            try:
+                self._ensure_loaded(j.st, j.d.ts_ms, now)
+            except InfluxError:
+                if i == 0:
+                    raise
+                log.warning("%s/%s: old hours of a message could not be read back from the store; the %d "
+                            "message(s) before it are handled, it and the rest wait", *j.st.key, i)
+                return self.handle_batch(msgs[:i], now)
         outs: list[Outcome] = []
         for msg, j in zip(msgs, judged, strict=True):
             self.counters["messages"] += 1

@@ -165,12 +165,14 @@ class Processor(threading.Thread):
             log.info("journal: %d messages received before the restart are handled first", backlog)
         self.ready.set()
         last_tick = last_minutes = 0.0
+        carried: list = []  # records read but not yet handled (the pipeline stopped before them), in order
         while not self.stopping.is_set():
-            records = self.journal.read(self.batch, timeout=min(0.2, self.tick_s, self.minute_tick_s))
+            records = carried or self.journal.read(self.batch, timeout=min(0.2, self.tick_s, self.minute_tick_s))
             if 0 < len(records) < self.batch:
                 # A short batch: gather for a moment, so that a stream of small messages is handled (and
                 # written to InfluxDB) in batches rather than a few at a time.
-                self.stopping.wait(self.gather_s)
+                if not carried:
+                    self.stopping.wait(self.gather_s)
                 records += self.journal.read(self.batch - len(records))
             done = None
             if records:
@@ -178,6 +180,10 @@ class Processor(threading.Thread):
                 outs = self._retry("handling messages", lambda m=msgs: self._handle_batch(m))
                 if outs is None:
                     break  # stopping: the journal still holds them
+                # The pipeline handles a prefix when a later message needs a read from the store that failed
+                # (`Pipeline.handle_batch`): the rest is handed again, first, next time round.
+                carried = records[len(outs):]
+                records = records[:len(outs)]
                 done = records[-1][0]
                 self.lag_s = self.clock() - records[-1][1].received_at
                 for (seq, rec), out in zip(records, outs, strict=True):

@@ -86,3 +86,36 @@ def test_a_backfill_in_order_never_reads_its_own_readings_back(tmp_path, monkeyp
     assert st.raw_evicted and min(st.raw) >= T0 + 180 * 60 - pl.RAW_WINDOW_S - 60  # memory stays bounded
     assert minute_n(db.lines, "a", T0 + 60 * 100) == 60
 
+
+
+def test_a_failed_read_back_ends_the_batch_at_that_message(tmp_path, monkeypatch):
+    """One by one, a message needing old hours back from a store that is down waits, and so do the messages
+    after it; the ones before it are handled. A batch does the same: their outcomes only, and the caller
+    hands the rest again (the processor carries them)."""
+    p, db = make_pipeline(tmp_path)
+    now = T0 + 8 * 3600.0  # T0's hour is outside the window (lateness 2 h + 2 h): late data reads it back
+    p.start(now)
+    p.tick(now)
+    down = {"yes": True}
+
+    def raw_readings(*_a, **_k):
+        if down["yes"]:
+            raise InfluxError("InfluxDB unreachable")
+        return []
+
+    monkeypatch.setattr(schema, "raw_readings", raw_readings)
+    monkeypatch.setattr(schema, "figure_rows", lambda *_a, **_k: {})
+    recent = now - 600
+    msgs = [minute_msg("a", [recent + k for k in range(60)]), minute_msg("b", [recent + k for k in range(60)]),
+            minute_msg("a", [T0 + k for k in range(60)]), minute_msg("c", [recent + k for k in range(60)])]
+    outs = p.handle_batch(msgs, now)
+    assert [o.accepted for o in outs] == [60, 60]  # the two before the late one
+    try:
+        p.handle_batch(msgs[2:], now)
+        raise AssertionError("expected the late message to wait for the store")
+    except InfluxError:
+        pass
+    assert p.counters["accepted"] == 120  # nothing of the rest taken
+    down["yes"] = False
+    assert [o.accepted for o in p.handle_batch(msgs[2:], now)] == [60, 60]
+    assert p.counters["accepted"] == 240
