@@ -110,3 +110,38 @@ def test_after_a_crash_the_unflushed_batch_is_handled_again(tmp_path):
         assert wait(lambda: pipe.handled == [b"a", b"b"] and j.status()["unprocessed"] == 0)
     finally:
         proc.stop()
+
+
+class PrefixPipeline(FakePipeline):
+    """Stops a batch before a `wait` message while `down` (a read from the store failing), as
+    `Pipeline.handle_batch` does: the messages before it only, or `InfluxError` if it comes first."""
+
+    def __init__(self):
+        super().__init__()
+        self.down = True
+
+    def handle_batch(self, msgs, now):
+        for i, m in enumerate(msgs):
+            if m.payload == b"wait" and self.down:
+                if i == 0:
+                    raise InfluxError("InfluxDB unreachable")
+                return [self.handle(x, now) for x in msgs[:i]]
+        return [self.handle(x, now) for x in msgs]
+
+
+def test_the_rest_of_a_stopped_batch_is_handled_first_next_time_and_the_checkpoint_waits(tmp_path):
+    j = Journal(tmp_path)
+    j.append([Message("t", p, 1.0) for p in (b"a", b"b", b"wait", b"c")])
+    pipe = PrefixPipeline()
+    proc = Processor(pipe, j, tick_s=0.05)
+    proc.start()
+    try:
+        assert wait(lambda: pipe.handled == [b"a", b"b"])
+        j.append([Message("t", b"d", 2.0)])
+        time.sleep(0.8)
+        assert pipe.handled == [b"a", b"b"]  # nothing overtakes the waiting message
+        assert j.status()["unprocessed"] == 3  # the checkpoint stays before it
+        pipe.down = False
+        assert wait(lambda: pipe.handled == [b"a", b"b", b"wait", b"c", b"d"] and j.status()["unprocessed"] == 0)
+    finally:
+        proc.stop()
