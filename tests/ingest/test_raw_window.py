@@ -119,3 +119,33 @@ def test_a_failed_read_back_ends_the_batch_at_that_message(tmp_path, monkeypatch
     down["yes"] = False
     assert [o.accepted for o in p.handle_batch(msgs[2:], now)] == [60, 60]
     assert p.counters["accepted"] == 240
+
+
+def test_state_held_stays_bounded_over_a_long_run(tmp_path):
+    """Ten hours of three stacks at 1 Hz in real time (a minute's 60 readings in one message, the clock a
+    second past each minute): from the fifth hour on, what the pipeline holds stops growing: raw readings
+    of the hour being filled and `RAW_WINDOW_S` before, minute rows for the plant's window (lateness 2 h +
+    2 h, hour-aligned)."""
+    p, _ = make_pipeline(tmp_path)
+    start = T0 - T0 % 3600
+    p.start(start + 1.0)
+    held: list[tuple[int, int, int]] = []  # every 15 minutes: raw readings, minute rows, minute inputs
+    for k in range(10 * 60):
+        t = start + 60 * k
+        now = t + 61.0
+        for s in ("a", "b", "c"):
+            p.handle(minute_msg(s, [t + i for i in range(60)]), now)
+        p.tick(now)
+        if k % 15 == 14:
+            sts = p.stacks.values()
+            held.append((sum(len(mr) for st in sts for mr in st.raw.values()),
+                         sum(len(st.minutes) for st in sts), sum(len(st.minute_inputs) for st in sts)))
+    raw, minutes, inputs = zip(*held, strict=True)
+    window_min = (4 + 1) * 60  # the window, and the hour the cutoff is aligned back to
+    # 1 Hz, three stacks: the hour being filled stays whole (it is busy until computed), older minutes for
+    # `RAW_WINDOW_S`
+    assert max(raw) <= 3 * (3600 + pl.RAW_WINDOW_S), held
+    assert max(minutes) <= 3 * window_min and max(inputs) <= 3 * window_min
+    early, late = slice(16, 24), slice(24, 40)  # hours 4-6 and 6-10
+    for what in (raw, minutes, inputs):
+        assert max(what[late]) == max(what[early]), held  # flat, not creeping
