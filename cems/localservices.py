@@ -152,7 +152,7 @@ def start_influxd(workdir: Path, port: int, detach: bool = False) -> Service:
     conf = workdir / "influxdb.conf"
     conf.write_text(influx_conf(port, data))
     # Go's collector at GOGC=400 rather than 100: at high write rates influxd spends a good share of its CPU
-    # collecting garbage; this trades heap for it (15-20 % more points per CPU second in `make bench-e2e`).
+    # collecting garbage; this trades heap for it (15-20 % more points per CPU second in quick `make bench-e2e` runs).
     env = {**os.environ, "GOGC": os.environ.get("GOGC", INFLUXD_GOGC)}
     svc = _spawn("influxd", [binary("influxd"), "run", "-config", str(conf)], port, workdir, detach, env)
     _wait_influx_ready(port)
