@@ -85,8 +85,8 @@ class StackState:
     loaded_hours: set[int] = field(default_factory=set)  # old hours read back whole from the store
     loaded_touched: dict[int, float] = field(default_factory=dict)  # old hour -> last time data came for it
     # Hours (at or after authoritative_from) some of whose minutes' raw readings have left memory
-    # (`RAW_WINDOW_S`); late data for them reads the hour's raw readings back first.
-    # hour [s] -> end of the newest minute of it evicted [s]; later minutes of the hour are whole in memory
+    # (`RAW_WINDOW_S`): hour [s] -> end of the newest minute of it evicted [s]. Later minutes of the hour are
+    # whole in memory; late data for an earlier one reads the hour's raw readings back first.
     raw_evicted: dict[int, int] = field(default_factory=dict)
     raw_scanned_at: float = 0.0
     # Minutes at or after this are complete in memory; older ones may be in the store only.
@@ -153,10 +153,10 @@ class Pipeline:
         self._by_row = list(self.stacks.values())
         self.counters = {"messages": 0, "accepted": 0, "duplicates": 0, "corrections": 0, "invalid": 0,
                          "rejected": 0, "reported": 0}
-        self._live: dict[tuple[str, str], dict] = {}
         self._last_live_publish = 0.0
         self._live_sent: dict[tuple[str, str], tuple[float, dict]] = {}  # stack -> (when, body) last published
-        self._live_built: dict[tuple[str, str], tuple[tuple, dict]] = {}  # stack -> (what it shows, body)
+        # stack -> (what its live body shows, the body): the body the API serves, rebuilt on change each tick
+        self._live_built: dict[tuple[str, str], tuple[tuple, dict]] = {}
         self._audit_seq = 0
         self._out_ms: list[str] = []  # points waiting for `flush`
         self._out_ns: list[str] = []
@@ -795,7 +795,7 @@ class Pipeline:
         (DESIGN §3)."""
         due = publish and self.publish is not None and now - self._last_live_publish >= 60
         for st in self.stacks.values():
-            body = self._live[st.key] = self._live_body(st, now)
+            body = self._live_body(st, now)
             if self.publish is None or not publish:
                 continue
             at, sent = self._live_sent.get(st.key, (-math.inf, None))
@@ -835,7 +835,8 @@ class Pipeline:
         return body
 
     def live(self, plant: str, stack: str) -> dict | None:
-        return self._live.get((plant, stack))
+        built = self._live_built.get((plant, stack))
+        return None if built is None else built[1]
 
     def snapshot_counters(self) -> dict:
         return dict(self.counters)
