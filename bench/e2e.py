@@ -107,11 +107,13 @@ def split(stacks: list[str], parts: int) -> list[list[str]]:
 
 
 def plan(stacks: list[str], publishers: int, mqtt_port: int, batch: int, rate: float, duration_s: float,
-         latency: bool) -> list[Share]:
-    """The publishers' shares: reading times ending about two minutes ago (see the time scheme above), and the
-    stacks whose minutes are timed in a latency run."""
+         latency: bool, behind_s: float | None = None) -> list[Share]:
+    """The publishers' shares: reading times ending about two minutes ago (see the time scheme above), or
+    starting `behind_s` behind the clock, and the stacks whose minutes are timed in a latency run."""
     span_s = min(MAX_SPAN_S, (rate or GUESS[batch]) * duration_s / len(stacks) * 1.2)
     t0 = int(time.time() // 60 * 60 - math.ceil(span_s / 60) * 60 - 120)
+    if behind_s is not None:
+        t0 = int((time.time() - behind_s) // 60 * 60)
     every = max(1, min(len(stacks) // LATENCY_STACKS, int(rate * duration_s / 60 / LATENCY_MINUTES) if rate else 1))
     parts = split(stacks, publishers)
     return [Share(mqtt_port, PLANT, tuple(ss), batch, t0, rate / len(parts), duration_s,
@@ -125,7 +127,7 @@ def run_phase(b: Backends, a, batch: int, rate: float, duration_s: float, latenc
     name = unique(f"e2e_b{batch}_{'lat' if latency else 'tput'}")
     n_stacks = n_stacks or a.stacks
     stacks = [f"s{i:04d}" for i in range(n_stacks)]
-    shares = plan(stacks, a.publishers, b.mqtt_port, batch, rate, duration_s, latency)
+    shares = plan(stacks, a.publishers, b.mqtt_port, batch, rate, duration_s, latency, a.behind_s)
     min_credit = max(200, 20 * batch)  # readings per publisher
 
     pdir = b.workdir / name
@@ -489,6 +491,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--ceiling-duration", type=float, help="seconds of the database ceiling (default 20); 0 skips")
     ap.add_argument("--lead-s", type=float, default=LEAD_S, help="with --rate 0: how far (seconds of the stored "
                     f"rate) publishers may run ahead of what InfluxDB holds (default {LEAD_S:g})")
+    ap.add_argument("--behind-s", type=float, help="reading times start this far behind the clock (default: "
+                    "the run's span of reading time plus 2 min, at most 3.5 h); for memory soaks at --rate = "
+                    "stacks, up to the window of 4 h")
     ap.add_argument("--publishers", type=int, default=2, help="publisher processes (default 2)")
     ap.add_argument("--settle-s", type=float, default=2.0, help="the plant's settle_s")
     ap.add_argument("--quick", action="store_true", help="a 1-2 minute smoke run: 100 stacks, short runs")

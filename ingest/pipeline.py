@@ -15,6 +15,7 @@ import logging
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import numpy as np
 import orjson
@@ -71,14 +72,25 @@ class Outcome:
     notice: dict | None = None  # the `rejected` notice for the sender
 
 
+class MinuteKept(NamedTuple):
+    """What memory keeps of a closed minute's figures: what its hour's figures take from it (status code,
+    concentration, flow), its mass for the live totals, and so its status for `/live`. About 220 bytes with
+    its dict entry, against about 1,000 for the whole row (`schema.MINUTE_FIELDS`), which only the store keeps:
+    the plant's window holds 4-5 hours of minutes per stack."""
+    status: int
+    conc: float
+    flow: float
+    mass_kg: float  # 0.0 where the row has none
+
+
 @dataclass
 class StackState:
     row: int
     plant: PlantConfig
     stack: StackConfig
     raw: dict[int, MinuteRaw] = field(default_factory=dict)  # minute [s] -> its raw readings
-    minutes: dict[int, dict] = field(default_factory=dict)  # minute [s] -> figure row
-    minute_inputs: dict[int, tuple] = field(default_factory=dict)  # minute [s] -> `_hour_inputs` of its row
+    # minute [s] -> what memory keeps of its figures (`MinuteKept`); the whole row is in the store
+    minutes: dict[int, MinuteKept] = field(default_factory=dict)
     series: HourSeries = field(default_factory=HourSeries)  # the hourly series, base and resolved
     dirty_minutes: set[int] = field(default_factory=set)
     dirty_hours: set[int] = field(default_factory=set)
@@ -206,7 +218,7 @@ class Pipeline:
         self._load_raw(st, start_s, end_s)
         for m, row in schema.figure_rows(self.db, schema.MINUTE, schema.MINUTE_FIELDS, plant, stack,
                                          start_s, end_s).items():
-            st.minutes.setdefault(m, row)
+            st.minutes.setdefault(m, _kept(row))
 
     def _load_raw(self, st: StackState, start_s: int, end_s: int) -> None:
         """Raw readings of [start, end) from the store, for the minutes memory does not hold (a minute is
@@ -578,10 +590,8 @@ class Pipeline:
         self._write(lines)
         for (st, m), row in zip(groups, new_rows, strict=True):
             old = st.minutes.get(m)
-            old_kg = _mass_kg(old)
-            st.minutes[m] = row
-            st.minute_inputs.pop(m, None)
-            st.live.add(m, _mass_kg(row) - old_kg)
+            kept = st.minutes[m] = _kept(row)
+            st.live.add(m, kept.mass_kg - (0.0 if old is None else old.mass_kg))
             st.dirty_minutes.discard(m)
             st.dirty_hours.add(m - m % 3600)
             if st.latest_minute is None or m >= st.latest_minute:
@@ -603,14 +613,11 @@ class Pipeline:
         if groups:
             status, conc, flow, idx, offsets = [], [], [], [], [0]
             for st, h in groups:
-                inputs = st.minute_inputs
+                kept = st.minutes
                 for k, m in enumerate(range(h, h + 3600, 60)):
-                    v = inputs.get(m)
+                    v = kept.get(m)
                     if v is None:
-                        row = st.minutes.get(m)
-                        if row is None:
-                            continue
-                        v = inputs[m] = _hour_inputs(row)
+                        continue
                     status.append(v[0])
                     conc.append(v[1])
                     flow.append(v[2])
@@ -758,7 +765,6 @@ class Pipeline:
                 del st.raw[m]
             for m in [m for m in st.minutes if m < cutoff and (m - m % 3600) not in busy]:
                 del st.minutes[m]
-                st.minute_inputs.pop(m, None)
             st.series.trim(int(now) - HISTORY_DAYS * 86400)
             st.loaded_hours &= busy
             st.loaded_touched = {h: t for h, t in st.loaded_touched.items() if h in busy}
@@ -816,7 +822,7 @@ class Pipeline:
         elif now - st.last_reading_ms / 1000 > 300:
             status = "stale"
         else:
-            status = latest["status"] if latest else "pending"
+            status = VALIDITY_NAMES[latest.status] if latest else "pending"
         key = (at, status, st.live.version, st.latest_valid, st.last_reading_ms)
         cached = self._live_built.get(st.key)
         if cached is not None and cached[0] == key:
@@ -843,20 +849,13 @@ class Pipeline:
 
 
 
-def _hour_inputs(row: dict) -> tuple[int, float, float]:
-    """What an hour's figures take from a minute: its status code, concentration and flow."""
+def _kept(row: dict) -> MinuteKept:
     # Rows stored before `conc`/`flow` existed carry CQ and Qsn under their own names.
-    return (VALIDITY_NAMES.index(row["status"]), _num(schema.first_of(row, "conc", "co2_mg_m3")),
-            _num(schema.first_of(row, "flow", "qsn_m3_h")))
+    mass = _num(row.get("mass_kg"))
+    return MinuteKept(VALIDITY_NAMES.index(row["status"]), _num(schema.first_of(row, "conc", "co2_mg_m3")),
+                      _num(schema.first_of(row, "flow", "qsn_m3_h")), 0.0 if math.isnan(mass) else mass)
 
 
 def _num(v) -> float:
     return math.nan if v is None else float(v)
-
-
-def _mass_kg(row: dict | None) -> float:
-    if row is None:
-        return 0.0
-    v = _num(row.get("mass_kg"))
-    return 0.0 if math.isnan(v) else v
 
