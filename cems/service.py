@@ -75,7 +75,8 @@ class Service:
         p = self.processor
         return {
             "pipeline": {"ok": p.ready.is_set() and p.is_alive(), "ready": p.ready.is_set(),
-                         "queued_messages": self.inbox.qsize(), **self.pipeline.snapshot_counters()},
+                         "queued_messages": self.inbox.qsize(), "waiting_for_store": len(p.waiting),
+                         **self.pipeline.snapshot_counters()},
             "mqtt": {"ok": self.collector.connected.is_set(),
                      "broker": f"{self.cfg.mqtt.host}:{self.cfg.mqtt.port}"},
             "influx": {"ok": p.last_error is None and self.store.last_error is None, "url": self.cfg.influx.url,
@@ -100,6 +101,8 @@ class Service:
              self.intake.journaled, {}),
             ("cems_journal_unprocessed_messages", "gauge", "journaled messages not yet handled", j["unprocessed"], {}),
             ("cems_journal_bytes", "gauge", "bytes in the journal's segments", j["bytes"], {}),
+            ("cems_messages_waiting_for_store", "gauge", "messages of stacks waiting for old hours to be read "
+             "back from InfluxDB", len(self.processor.waiting), {}),
             ("cems_processing_lag_seconds", "gauge", "receipt to handling, of the last message handled",
              self.processor.lag_s, {}),
             ("cems_spool_points", "gauge", "database points waiting in the spool", sp["lines"], {}),

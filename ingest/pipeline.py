@@ -58,6 +58,11 @@ LOADED_IDLE_S = 300.0  # old hours read back for late data stay in memory this l
 # plant's whole window (`StackState.retention_s`).
 RAW_WINDOW_S = 1800
 RAW_SCAN_S = 30.0  # how often each stack's raw minutes are looked over for that
+# After a failed read from the store, messages needing one wait (`Pipeline.waiting`) without trying again
+# for this long, doubling to `READ_PAUSE_MAX_S`: a database that hangs rather than refuses would otherwise
+# cost its timeout on every round of the processor.
+READ_PAUSE_S = 0.5
+READ_PAUSE_MAX_S = 8.0
 
 
 @dataclass
@@ -173,6 +178,11 @@ class Pipeline:
         self._out_ms: list[str] = []  # points waiting for `flush`
         self._out_ns: list[str] = []
         self.started = False
+        # Stacks with messages waiting for a read from the store (old hours back, for late data) that failed:
+        # their later messages wait too, in order, while every other stack's go on (`handle_batch`).
+        self.waiting: set[tuple[str, str]] = set()
+        self._reads_paused_until = 0.0
+        self._read_pause_s = READ_PAUSE_S
 
     # ---- start-up ------------------------------------------------------------------------------
     def start(self, now: float) -> None:
@@ -230,53 +240,86 @@ class Pipeline:
             if m not in st.raw:
                 st.raw[m] = MinuteRaw.from_records(readings)
 
+    def reads_paused(self, now: float) -> bool:
+        """Whether reads from the store are paused after a failure (messages needing one wait meanwhile)."""
+        return now < self._reads_paused_until
+
+    def resume_reads(self) -> None:
+        """The store is complete again (the spool has drained): end a pause of reads at once."""
+        self._reads_paused_until = 0.0
+        self._read_pause_s = READ_PAUSE_S
+
+    def _read_failed(self, now: float) -> None:
+        self._reads_paused_until = now + self._read_pause_s
+        self._read_pause_s = min(2 * self._read_pause_s, READ_PAUSE_MAX_S)
+
     def _ensure_loaded(self, st: StackState, ts_ms: np.ndarray, now: float) -> None:
         """Bring whole old hours (or an hour's raw readings) back into memory before late readings for them
-        are merged."""
+        are merged. Raises `InfluxError` if the store fails, or while reads are paused after a failure."""
         oldest = (int(ts_ms[0]) if len(ts_ms) == 1 else int(ts_ms.min())) // 1000
         if oldest >= st.authoritative_from and oldest >= st.raw_evicted_end:
             return  # the common case: every hour concerned is whole in memory
         oldest_in: dict[int, int] = {}  # hour -> its oldest minute among the readings
         for m in np.unique(ts_ms // 60000 * 60).tolist():
             oldest_in.setdefault(m - m % 3600, m)
-        for h, m in sorted(oldest_in.items()):
-            if h < st.authoritative_from:
-                if h not in st.loaded_hours:
+        needed = [(h, m) for h, m in sorted(oldest_in.items())
+                  if (h < st.authoritative_from and h not in st.loaded_hours)
+                  or (h >= st.authoritative_from and m < st.raw_evicted.get(h, 0))]
+        if needed and self.reads_paused(now):
+            raise InfluxError("reads from the store are paused after a failure")
+        try:
+            for h, _ in needed:
+                if h < st.authoritative_from:
                     self._load(st, h, h + 3600)
                     st.loaded_hours.add(h)
+                else:
+                    self._load_raw(st, h, h + 3600)
+                    del st.raw_evicted[h]
+        except InfluxError:
+            self._read_failed(now)
+            raise
+        if needed:
+            self._read_pause_s = READ_PAUSE_S
+        for h in oldest_in:
+            if h < st.authoritative_from:
                 st.loaded_touched[h] = now
-            elif m < st.raw_evicted.get(h, 0):
-                self._load_raw(st, h, h + 3600)
-                del st.raw_evicted[h]
 
     # ---- messages ------------------------------------------------------------------------------
-    def handle(self, msg: Message, now: float) -> Outcome:
+    def handle(self, msg: Message, now: float) -> Outcome | None:
         """Process one message (see `handle_batch`)."""
         return self.handle_batch([msg], now)[0]
 
-    def handle_batch(self, msgs: list[Message], now: float) -> list[Outcome]:
+    def handle_batch(self, msgs: list[Message], now: float) -> list[Outcome | None]:
         """Process messages in order, as if one by one; their points wait for `flush`.
 
         A message whose readings need a read from the store (old hours back, for late data) that fails
-        ends the batch there, as one by one it would: the messages before it are handled and only their
-        outcomes returned (fewer than `msgs`; the caller hands the rest again later), or, if it is the
-        first, `InfluxError` is raised before anything changed. The readings of all messages are judged in
-        one pass over arrays; a stack's readings then take the bulk path unless they repeat a reading time
-        (duplicates, corrections), in which case its messages are taken one by one, reading by reading.
+        waits, and so does every later message of its stack, here and in later calls, until the caller
+        hands the waiting messages back after `retry_waiting`: their outcome is None, and nothing of them
+        has changed any state. Every other stack's messages go on. The readings of all messages are judged
+        in one pass over arrays; a stack's readings then take the bulk path unless they repeat a reading
+        time (duplicates, corrections), in which case its messages are taken one by one, reading by reading.
         """
         judged = [self._judge(msg, now) for msg in msgs]
-        readings = [(i, j) for i, j in enumerate(judged) if isinstance(j, _Readings)]
-        for i, j in readings:
-            try:
-                self._ensure_loaded(j.st, j.d.ts_ms, now)
-            except InfluxError:
-                if i == 0:
-                    raise
-                log.warning("%s/%s: old hours of a message could not be read back from the store; the %d "
-                            "message(s) before it are handled, it and the rest wait", *j.st.key, i)
-                return self.handle_batch(msgs[:i], now)
-        outs: list[Outcome] = []
+        readings = []
+        for i, j in enumerate(judged):
+            if not isinstance(j, _Readings):
+                continue
+            key = j.st.key
+            if key not in self.waiting:
+                try:
+                    self._ensure_loaded(j.st, j.d.ts_ms, now)
+                    readings.append(j)
+                    continue
+                except InfluxError as e:
+                    log.warning("%s/%s: old hours for late readings could not be read back from the store (%s); "
+                                "this stack's messages wait, the others go on", *key, e)
+                    self.waiting.add(key)
+            judged[i] = None  # waits
+        outs: list[Outcome | None] = []
         for msg, j in zip(msgs, judged, strict=True):
+            if j is None:
+                outs.append(None)
+                continue
             self.counters["messages"] += 1
             if isinstance(j, Rejected):
                 outs.append(self._reject(msg, j, _outcome(msg.topic)))
@@ -287,8 +330,12 @@ class Pipeline:
             else:
                 outs.append(self._store_reported(j))
         if readings:
-            self._accept([j for _, j in readings], now)
+            self._accept(readings, now)
         return outs
+
+    def retry_waiting(self) -> None:
+        """The caller hands the waiting messages back next, first and in order: let them try again."""
+        self.waiting.clear()
 
     def _judge(self, msg: Message, now: float) -> "_Readings | Rejected | _Reported":
         """Decode and apply the message-level rules; nothing is recorded yet."""

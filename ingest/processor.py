@@ -23,6 +23,9 @@ from cems.store.journal import Journal
 from cems.store.segmentlog import LogFull
 
 log = logging.getLogger("cems.processor")
+# Messages waiting for a read from the store (`Pipeline.waiting`) are held in memory up to this many; past
+# it, no new message is read from the journal (which keeps them) until the store answers again.
+MAX_WAITING = 20_000
 
 
 class Intake(threading.Thread):
@@ -130,6 +133,12 @@ class Processor(threading.Thread):
         self.last_error_at: float | None = None
         self.lag_s: float | None = None  # from receipt to handling, of the last message handled
         self.stored_seq = 0  # the journal seq through which every batch is stored (set by the writer thread)
+        self.waiting: list = []  # records whose stack waits for a read from the store, in journal order
+        # flush -> the seq the checkpoint stays at until that flush is stored: messages handled after waiting
+        # lie behind newer ones already stored
+        self._floors: dict[int, int] = {}
+        self._floors_lock = threading.Lock()
+        self._flushes = 0
 
     def _retry(self, what: str, fn):
         delay = 0.5
@@ -165,38 +174,55 @@ class Processor(threading.Thread):
             log.info("journal: %d messages received before the restart are handled first", backlog)
         self.ready.set()
         last_tick = last_minutes = 0.0
-        carried: list = []  # records read but not yet handled (the pipeline stopped before them), in order
         while not self.stopping.is_set():
-            records = carried or self.journal.read(self.batch, timeout=min(0.2, self.tick_s, self.minute_tick_s))
-            if 0 < len(records) < self.batch:
-                # A short batch: gather for a moment, so that a stream of small messages is handled (and
-                # written to InfluxDB) in batches rather than a few at a time.
-                if not carried:
-                    self.stopping.wait(self.gather_s)
-                records += self.journal.read(self.batch - len(records))
-            done = None
-            if records:
-                msgs = [rec for _, rec in records]  # a Record has what the pipeline reads of a Message
-                outs = self._retry("handling messages", lambda m=msgs: self._handle_batch(m))
-                if outs is None:
+            handled: list = []
+            floor = None
+            if self.waiting and self.wake.is_set():
+                self.pipeline.resume_reads()  # the spool has drained: the store is complete again
+            if self.waiting and not self.pipeline.reads_paused(self.clock()):
+                # The store may answer again: the waiting messages first, in order.
+                self.pipeline.retry_waiting()
+                retried, self.waiting = self.waiting, []
+                got = self._hand(retried)
+                if got is None:
                     break  # stopping: the journal still holds them
-                # The pipeline handles a prefix when a later message needs a read from the store that failed
-                # (`Pipeline.handle_batch`): the rest is handed again, first, next time round.
-                carried = records[len(outs):]
-                records = records[:len(outs)]
-                done = records[-1][0]
-                self.lag_s = self.clock() - records[-1][1].received_at
-                for (seq, rec), out in zip(records, outs, strict=True):
-                    if rec.source == "http":
-                        self.replies.put(seq, out)
-            if done is not None:
+                handled += got
+                if got:
+                    floor = got[0][0] - 1
+                    log.info("%d waiting message(s) handled, %d still wait for the store", len(got),
+                             len(self.waiting))
+            room = min(self.batch, MAX_WAITING - len(self.waiting))
+            records = []
+            if room > 0:
+                records = self.journal.read(room, timeout=min(0.2, self.tick_s, self.minute_tick_s))
+                if 0 < len(records) < room:
+                    # A short batch: gather for a moment, so that a stream of small messages is handled (and
+                    # written to InfluxDB) in batches rather than a few at a time.
+                    self.stopping.wait(self.gather_s)
+                    records += self.journal.read(room - len(records))
+            elif not handled:
+                self.stopping.wait(0.2)  # full of waiting messages: the journal keeps the rest meanwhile
+            if records:
+                got = self._hand(records)
+                if got is None:
+                    break
+                handled += got
+            if handled:
+                done = max(seq for seq, _ in handled)
+                self.lag_s = self.clock() - handled[-1][1].received_at
+                self._flushes += 1
+                token = self._flushes
+                if floor is not None:
+                    with self._floors_lock:
+                        self._floors[token] = floor
                 try:
-                    self._retry("storing", lambda s=done: self.pipeline.flush(lambda: self._mark_stored(s)))
+                    self._retry("storing", lambda s=done, t=token: self.pipeline.flush(lambda: self._stored(s, t)))
                 except Exception:
                     log.exception("storing failed; the journal keeps the messages until it succeeds")
                     continue
-            # The checkpoint moves (on this thread, which reads the journal) past the batches now stored.
-            self.journal.commit(self.stored_seq)
+            # The checkpoint moves (on this thread, which reads the journal) past the batches now stored, and
+            # never past a message still waiting or handled after waiting but not yet stored.
+            self.journal.commit(self._checkpoint())
             now = self.clock()
             if now - last_tick >= self.tick_s:
                 self._on_clock("closing periods", self.pipeline.tick)
@@ -205,16 +231,43 @@ class Processor(threading.Thread):
                 self._on_clock("closing minutes", self.pipeline.close_minutes)
                 last_minutes = now
 
+    def _hand(self, records: list) -> list | None:
+        """Hand journal records to the pipeline: those handled, in order (their HTTP replies posted); those
+        whose stack waits for the store join `waiting`. None if stopping before they were handled."""
+        msgs = [rec for _, rec in records]  # a Record has what the pipeline reads of a Message
+        outs = self._retry("handling messages", lambda m=msgs: self._handle_batch(m))
+        if outs is None:
+            return None
+        handled = []
+        for (seq, rec), out in zip(records, outs, strict=True):
+            if out is None:
+                self.waiting.append((seq, rec))
+                continue
+            handled.append((seq, rec))
+            if rec.source == "http":
+                self.replies.put(seq, out)
+        return handled
+
+    def _checkpoint(self) -> int:
+        limit = self.stored_seq
+        if self.waiting:
+            limit = min(limit, self.waiting[0][0] - 1)
+        with self._floors_lock:
+            return min(limit, *self._floors.values()) if self._floors else limit
+
+    def _stored(self, seq: int, token: int) -> None:
+        """A flush is stored (the writer thread): the checkpoint may pass its messages."""
+        with self._floors_lock:
+            self.stored_seq = max(self.stored_seq, seq)
+            self._floors.pop(token, None)
+
     def _on_clock(self, what: str, fn) -> None:
         try:
             self._retry(what, lambda: fn(self.clock()))
         except Exception:
             log.exception("%s failed; carrying on", what)
 
-    def _mark_stored(self, seq: int) -> None:
-        self.stored_seq = max(self.stored_seq, seq)  # one writer thread: no lost update
-
-    def _handle_batch(self, msgs: list[Message]) -> list[Outcome]:
+    def _handle_batch(self, msgs: list[Message]) -> list[Outcome | None]:
         try:
             return self.pipeline.handle_batch(msgs, self.clock())
         except (InfluxError, OSError):
@@ -226,7 +279,7 @@ class Processor(threading.Thread):
             log.exception("internal error in a batch of %d messages; taking them one by one", len(msgs))
             return [self._handle(m) for m in msgs]
 
-    def _handle(self, msg: Message) -> Outcome:
+    def _handle(self, msg: Message) -> Outcome | None:
         try:
             return self.pipeline.handle(msg, self.clock())
         except (InfluxError, OSError):

@@ -112,36 +112,78 @@ def test_after_a_crash_the_unflushed_batch_is_handled_again(tmp_path):
         proc.stop()
 
 
-class PrefixPipeline(FakePipeline):
-    """Stops a batch before a `wait` message while `down` (a read from the store failing), as
-    `Pipeline.handle_batch` does: the messages before it only, or `InfluxError` if it comes first."""
+class WaitingPipeline(FakePipeline):
+    """`Pipeline.handle_batch`'s waiting, with the topic as the stack: a `wait` message needs a read from the
+    store, which fails while `down` (and is then paused for a moment); it and its stack's later messages
+    wait (outcome None) until handed back after `retry_waiting`, while the other stacks go on."""
 
     def __init__(self):
         super().__init__()
         self.down = True
+        self.hold = False  # keep flushes' `on_done` (a writer still storing them) until `release`
+        self.held: list = []
+        self.waiting: set[str] = set()
+        self.paused_until = 0.0
+        self.reads = 0
+
+    def reads_paused(self, now):
+        return now < self.paused_until
+
+    def retry_waiting(self):
+        self.waiting.clear()
+
+    def resume_reads(self):
+        self.paused_until = 0.0
 
     def handle_batch(self, msgs, now):
-        for i, m in enumerate(msgs):
-            if m.payload == b"wait" and self.down:
-                if i == 0:
-                    raise InfluxError("InfluxDB unreachable")
-                return [self.handle(x, now) for x in msgs[:i]]
-        return [self.handle(x, now) for x in msgs]
+        outs = []
+        for m in msgs:
+            if m.topic not in self.waiting and m.payload == b"wait":
+                self.reads += 1
+                if self.down or self.reads_paused(now):
+                    self.paused_until = now + 0.1
+                    self.waiting.add(m.topic)
+            outs.append(None if m.topic in self.waiting else self.handle(m, now))
+        return outs
+
+    def flush(self, on_done=None):
+        if self.hold and on_done is not None:
+            self.held.append(on_done)
+            return
+        super().flush(on_done)
+
+    def release(self):
+        self.hold = False
+        for f in self.held:
+            f()
 
 
-def test_the_rest_of_a_stopped_batch_is_handled_first_next_time_and_the_checkpoint_waits(tmp_path):
+def test_a_stack_waiting_for_the_store_holds_only_its_own_messages_and_the_checkpoint(tmp_path):
     j = Journal(tmp_path)
-    j.append([Message("t", p, 1.0) for p in (b"a", b"b", b"wait", b"c")])
-    pipe = PrefixPipeline()
+    j.append([Message(t, p, 1.0) for t, p in (("a", b"a1"), ("b", b"b1"), ("a", b"wait"), ("b", b"b2"),
+                                               ("a", b"a2"))])
+    pipe = WaitingPipeline()
     proc = Processor(pipe, j, tick_s=0.05)
     proc.start()
     try:
-        assert wait(lambda: pipe.handled == [b"a", b"b"])
-        j.append([Message("t", b"d", 2.0)])
-        time.sleep(0.8)
-        assert pipe.handled == [b"a", b"b"]  # nothing overtakes the waiting message
-        assert j.status()["unprocessed"] == 3  # the checkpoint stays before it
+        assert wait(lambda: pipe.handled == [b"a1", b"b1", b"b2"])
+        j.append([Message("b", b"b3", 2.0), Message("a", b"a3", 2.0)])
+        assert wait(lambda: pipe.handled == [b"a1", b"b1", b"b2", b"b3"])  # the other stack goes on
+        time.sleep(0.5)
+        assert pipe.handled == [b"a1", b"b1", b"b2", b"b3"]  # nothing of stack a overtakes the waiting one
+        assert [r.payload for _, r in proc.waiting] == [b"wait", b"a2", b"a3"]
+        assert j.status()["unprocessed"] == 5  # the checkpoint stays before the waiting message
+        assert pipe.ticks > 0  # and the clock's work goes on meanwhile
+        reads = pipe.reads
+        time.sleep(0.5)
+        assert pipe.reads - reads <= 6  # retried after a pause, not on every round
+        pipe.hold = True  # the writer has not stored what is handled next
         pipe.down = False
-        assert wait(lambda: pipe.handled == [b"a", b"b", b"wait", b"c", b"d"] and j.status()["unprocessed"] == 0)
+        assert wait(lambda: pipe.handled == [b"a1", b"b1", b"b2", b"b3", b"wait", b"a2", b"a3"])
+        time.sleep(0.3)
+        # b3 is stored, but the waiting messages handled after it are not yet: the checkpoint stays before them
+        assert j.status()["unprocessed"] == 5 and not proc.waiting
+        pipe.release()
+        assert wait(lambda: j.status()["unprocessed"] == 0)
     finally:
         proc.stop()

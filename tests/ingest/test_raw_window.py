@@ -89,17 +89,20 @@ def test_a_backfill_in_order_never_reads_its_own_readings_back(tmp_path, monkeyp
 
 
 
-def test_a_failed_read_back_ends_the_batch_at_that_message(tmp_path, monkeypatch):
-    """One by one, a message needing old hours back from a store that is down waits, and so do the messages
-    after it; the ones before it are handled. A batch does the same: their outcomes only, and the caller
-    hands the rest again (the processor carries them)."""
+def test_a_failed_read_back_holds_only_that_stacks_messages(tmp_path, monkeypatch):
+    """A message needing old hours back from a store that is down waits (outcome None, nothing changed),
+    and so do its stack's later messages, in this batch and in later ones; every other stack's go on. Reads
+    are paused for a moment after a failure; handed back after `retry_waiting` once the store answers, the
+    waiting messages are handled in order."""
     p, db = make_pipeline(tmp_path)
     now = T0 + 8 * 3600.0  # T0's hour is outside the window (lateness 2 h + 2 h): late data reads it back
     p.start(now)
     p.tick(now)
     down = {"yes": True}
+    reads = []
 
     def raw_readings(*_a, **_k):
+        reads.append(1)
         if down["yes"]:
             raise InfluxError("InfluxDB unreachable")
         return []
@@ -107,19 +110,25 @@ def test_a_failed_read_back_ends_the_batch_at_that_message(tmp_path, monkeypatch
     monkeypatch.setattr(schema, "raw_readings", raw_readings)
     monkeypatch.setattr(schema, "figure_rows", lambda *_a, **_k: {})
     recent = now - 600
-    msgs = [minute_msg("a", [recent + k for k in range(60)]), minute_msg("b", [recent + k for k in range(60)]),
-            minute_msg("a", [T0 + k for k in range(60)]), minute_msg("c", [recent + k for k in range(60)])]
+    late_a = minute_msg("a", [T0 + k for k in range(60)])
+    a1, a2 = (minute_msg("a", [recent + k + 60 * i for k in range(60)]) for i in (0, 1))
+    msgs = [minute_msg("b", [recent + k for k in range(60)]), late_a, minute_msg("c", [recent + k for k in range(60)]),
+            a1]
     outs = p.handle_batch(msgs, now)
-    assert [o.accepted for o in outs] == [60, 60]  # the two before the late one
-    try:
-        p.handle_batch(msgs[2:], now)
-        raise AssertionError("expected the late message to wait for the store")
-    except InfluxError:
-        pass
-    assert p.counters["accepted"] == 120  # nothing of the rest taken
+    assert [o and o.accepted for o in outs] == [60, None, 60, None] and p.waiting == {("p", "a")}
+    assert p.counters["accepted"] == 120 and p.counters["messages"] == 2  # nothing of the waiting ones taken
+    assert p.handle_batch([a2], now) == [None]  # a later message of the stack waits behind them
+    assert p.reads_paused(now) and len(reads) == 1
+    p.retry_waiting()
+    assert p.handle_batch([late_a, a1, a2], now + 0.1) == [None] * 3 and len(reads) == 1  # paused: not tried
+    p.retry_waiting()
+    assert p.handle_batch([late_a, a1, a2], now + 0.6) == [None] * 3 and len(reads) == 2  # tried, still down
     down["yes"] = False
-    assert [o.accepted for o in p.handle_batch(msgs[2:], now)] == [60, 60]
-    assert p.counters["accepted"] == 240
+    p.retry_waiting()
+    assert p.handle_batch([late_a, a1, a2], now + 0.6) == [None] * 3  # the pause doubled after the second failure
+    p.retry_waiting()
+    assert [o.accepted for o in p.handle_batch([late_a, a1, a2], now + 2.0)] == [60, 60, 60]
+    assert not p.waiting and p.counters["accepted"] == 300
 
 
 def test_state_held_stays_bounded_over_a_long_run(tmp_path):

@@ -196,6 +196,43 @@ def test_influx_outage_is_spooled_then_drained(clean, private, fault_service):
     assert_same_as_clean(run, clean, "a 15 s InfluxDB outage")
 
 
+def test_late_data_waiting_for_influxdb_holds_up_only_its_own_stack(private, fault_service):
+    """(b') During an InfluxDB outage, a message for an hour outside memory (its raw record must be read back
+    from the database first) waits, and so does the rest of its stack's stream; the other stack's readings
+    go on being handled. Once InfluxDB is back (and the spool drained) the waiting ones are handled, in
+    order, and every reading is stored once."""
+    run = fault_service
+    port = private.mqtt_port
+    recent = int(time.time()) // 60 * 60 - 30 * 60
+    old = int(stream_start().timestamp())  # two days ago: outside the in-memory window
+
+    def msg(stack: str, t0: int, minute: int) -> tuple[str, str]:
+        return topic(stack), json.dumps(minute_body(stack, t0, minute))
+
+    publish(port, [msg("k1", recent, 0), msg("k2", recent, 0)])
+    run.wait(lambda: pipeline_counter(run, "accepted") >= 120, 30, "the first minute of both stacks accepted")
+    time.sleep(2)  # a tick: memory now starts at the window, older hours live in the database only
+    private.stop_influx()
+    publish(port, [msg("k1", old, 0), msg("k1", recent, 1), msg("k2", recent, 1), msg("k2", recent, 2)])
+    run.wait(lambda: pipeline_counter(run, "accepted") >= 240 and pipeline_counter(run, "waiting_for_store") == 2,
+             30, "k2's minutes accepted while k1's late minute and the one after it wait for InfluxDB")
+    time.sleep(2)
+    assert pipeline_counter(run, "accepted") == 240, "expected nothing of k1 handled while its late minute waits"
+    private.start_influx()
+    run.wait(lambda: pipeline_counter(run, "waiting_for_store") == 0 and pipeline_counter(run, "accepted") == 360
+             and health(run).get("status") == "ok", 90, "the waiting messages handled once InfluxDB is back")
+    seen = {}
+
+    def stored():
+        seen["stats"] = {s: n for s, (n, _) in reading_stats(run).items()}
+        return seen["stats"] == {"k1": 180, "k2": 180}
+
+    try:
+        run.wait(stored, 30, "every reading stored")
+    except AssertionError as e:
+        raise AssertionError(f"expected every reading stored once (180 a stack), got {seen.get('stats')}") from e
+
+
 def test_broker_restarts_lose_nothing(clean, private, fault_service):
     """(c) The broker restarted under a running service (it reconnects with backoff and subscribes again), then
     again while the service is stopped with messages queued for its session (mosquitto persistence keeps them)."""
