@@ -139,6 +139,8 @@ class Processor(threading.Thread):
         self._floors: dict[int, int] = {}
         self._floors_lock = threading.Lock()
         self._flushes = 0
+        self._floor: int | None = None  # such a floor for the next flush (kept if a flush fails)
+        self._unflushed: int | None = None  # the last seq handled whose points no flush has taken yet
 
     def _retry(self, what: str, fn):
         delay = 0.5
@@ -176,7 +178,6 @@ class Processor(threading.Thread):
         last_tick = last_minutes = 0.0
         while not self.stopping.is_set():
             handled: list = []
-            floor = None
             if self.waiting and self.wake.is_set():
                 self.pipeline.resume_reads()  # the spool has drained: the store is complete again
             if self.waiting and not self.pipeline.reads_paused(self.clock()):
@@ -189,6 +190,7 @@ class Processor(threading.Thread):
                 handled += got
                 if got:
                     floor = got[0][0] - 1
+                    self._floor = floor if self._floor is None else min(self._floor, floor)
                     log.info("%d waiting message(s) handled, %d still wait for the store", len(got),
                              len(self.waiting))
             room = min(self.batch, MAX_WAITING - len(self.waiting))
@@ -208,17 +210,25 @@ class Processor(threading.Thread):
                     break
                 handled += got
             if handled:
-                done = max(seq for seq, _ in handled)
+                self._unflushed = max(self._unflushed or 0, max(seq for seq, _ in handled))
                 self.lag_s = self.clock() - handled[-1][1].received_at
+            if self._unflushed is not None:
+                done = self._unflushed
                 self._flushes += 1
                 token = self._flushes
-                if floor is not None:
-                    with self._floors_lock:
-                        self._floors[token] = floor
+                with self._floors_lock:
+                    if self._floor is not None:
+                        self._floors[token] = self._floor
                 try:
                     self._retry("storing", lambda s=done, t=token: self.pipeline.flush(lambda: self._stored(s, t)))
+                    self._floor = self._unflushed = None
                 except Exception:
+                    # The points stay queued in the pipeline; the next round flushes again and that flush
+                    # takes the floor over.
+                    with self._floors_lock:
+                        self._floors.pop(token, None)
                     log.exception("storing failed; the journal keeps the messages until it succeeds")
+                    self.stopping.wait(1.0)
                     continue
             # The checkpoint moves (on this thread, which reads the journal) past the batches now stored, and
             # never past a message still waiting or handled after waiting but not yet stored.
@@ -252,6 +262,8 @@ class Processor(threading.Thread):
         limit = self.stored_seq
         if self.waiting:
             limit = min(limit, self.waiting[0][0] - 1)
+        if self._floor is not None:
+            limit = min(limit, self._floor)
         with self._floors_lock:
             return min(limit, *self._floors.values()) if self._floors else limit
 

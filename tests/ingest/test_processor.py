@@ -125,6 +125,7 @@ class WaitingPipeline(FakePipeline):
         self.waiting: set[str] = set()
         self.paused_until = 0.0
         self.reads = 0
+        self.boom = 0  # flushes to fail with an unexpected error
 
     def reads_paused(self, now):
         return now < self.paused_until
@@ -147,6 +148,9 @@ class WaitingPipeline(FakePipeline):
         return outs
 
     def flush(self, on_done=None):
+        if self.boom:
+            self.boom -= 1
+            raise RuntimeError("a bug in storing")
         if self.hold and on_done is not None:
             self.held.append(on_done)
             return
@@ -185,5 +189,22 @@ def test_a_stack_waiting_for_the_store_holds_only_its_own_messages_and_the_check
         assert j.status()["unprocessed"] == 5 and not proc.waiting
         pipe.release()
         assert wait(lambda: j.status()["unprocessed"] == 0)
+    finally:
+        proc.stop()
+
+
+def test_a_flush_failing_after_waiting_messages_keeps_the_checkpoint_before_them_and_flushes_again(tmp_path):
+    j = Journal(tmp_path)
+    j.append([Message(t, p, 1.0) for t, p in (("a", b"wait"), ("b", b"b1"), ("a", b"a1"))])
+    pipe = WaitingPipeline()
+    proc = Processor(pipe, j, tick_s=0.05)
+    proc.start()
+    try:
+        assert wait(lambda: pipe.handled == [b"b1"] and j.status()["unprocessed"] == 3)
+        pipe.boom = 1
+        pipe.down = False
+        assert wait(lambda: pipe.handled == [b"b1", b"wait", b"a1"] and pipe.boom == 0)
+        assert j.status()["unprocessed"] >= 2  # the failed flush moved the checkpoint past no waiting one
+        assert wait(lambda: j.status()["unprocessed"] == 0)  # flushed again, without a new message
     finally:
         proc.stop()
