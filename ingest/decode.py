@@ -21,6 +21,7 @@ KNOWN_KEYS = frozenset(NAMES) | {"ts", "status", "gw", "seq"}
 _NUMBER = (int, float)
 _NUMBER_SET = frozenset(_NUMBER)
 _NUMBERS_OR_NONE = frozenset((int, float, type(None)))
+_INT_SET = frozenset((int,))
 
 
 class Rejected(Exception):
@@ -100,6 +101,13 @@ def _scalar(key: str, raw) -> float:
 
 def _ts_column(ts_raw: list) -> np.ndarray:
     """Reading times [ms]; a list of epoch seconds in one step, anything else (ISO strings) one by one."""
+    if _INT_SET.issuperset(map(type, ts_raw)):  # whole seconds, as gateways mostly send: no float round trip
+        try:
+            t = np.array(ts_raw, dtype=np.int64)
+        except OverflowError:
+            t = None
+        if t is not None and t.min() >= TS_MIN_S and t.max() < TS_MAX_S:
+            return t * 1000
     if _NUMBER_SET.issuperset(map(type, ts_raw)):
         t = np.array(ts_raw, dtype=np.float64)
         if ((t >= TS_MIN_S) & (t < TS_MAX_S)).all():  # also refuses NaN

@@ -27,7 +27,7 @@ from cems.compute.minute import minute_figures
 from cems.compute.params import StackParams
 from cems.compute.part75 import part75_reported
 from cems.compute.substitution import EMPTY, METHOD_NAMES, POLICIES
-from cems.compute.validity import VALIDITY_NAMES, classify_readings, describe_reason
+from cems.compute.validity import VALID, VALIDITY_NAMES, classify_readings, describe_reason
 from cems.config import Config, PlantConfig, StackConfig
 from cems.ingest.decode import (
     REPORTED_INTERVALS,
@@ -167,6 +167,7 @@ class Pipeline:
         for row, (p, s, _) in enumerate(specs):
             self.stacks[(p.id, s.id)] = StackState(row=row, plant=p, stack=s, live=LiveTotals(p.timezone))
         self._heads = [schema.reading_head(p.id, s.id) for p, s, _ in specs]  # by row
+        self._minute_heads = [schema.minute_head(p.id, s.id) for p, s, _ in specs]
         self._by_row = list(self.stacks.values())
         self.counters = {"messages": 0, "accepted": 0, "duplicates": 0, "corrections": 0, "invalid": 0,
                          "rejected": 0, "reported": 0}
@@ -483,14 +484,14 @@ class Pipeline:
             mins = [x for a, b in parts for x in minutes[a:b]]
         if len(t) > 1 and len(set(t)) != len(t):
             return True
+        held = st.raw.keys() & set(mins)
+        if not held:
+            return False  # the common batch: a minute not yet begun
         by_minute: dict[int, list[int]] = {}
         for m, x in zip(mins, t, strict=True):
-            by_minute.setdefault(m, []).append(x)
-        for m, xs in by_minute.items():
-            mr = st.raw.get(m)
-            if mr is not None and mr.overlaps(xs):
-                return True
-        return False
+            if m in held:
+                by_minute.setdefault(m, []).append(x)
+        return any(st.raw[m].overlaps(xs) for m, xs in by_minute.items())
 
     def _tails(self, d: Decoded, validity: np.ndarray, reason: np.ndarray) -> list[str]:
         """`schema.reading_tail` of each reading of one message."""
@@ -623,28 +624,24 @@ class Pipeline:
         cls = classify_readings(values, flags, rows, p.cal_a, p.cal_b, p.lo, p.hi, p.required)
         figs = minute_figures(offsets, np.array([st.row for st, _ in groups]), cls.validity,
                               cls.values, p)
-        lines, new_rows = [], []
+        status = figs.status.tolist()
+        floats = np.column_stack([figs.means, figs.qs_m3_h, figs.qsn_m3_h, figs.co2_dry_pct, figs.co2_mg_m3,
+                                  figs.rate_kg_h, figs.mass_kg, figs.conc, figs.flow])  # schema.MINUTE_FLOATS
+        self._write(schema.minute_lines([self._minute_heads[st.row] for st, _ in groups],
+                                        [VALIDITY_NAMES[x] for x in status],
+                                        np.column_stack([figs.n, figs.n_valid, figs.n_stopped]), floats,
+                                        [st.plant.regime for st, _ in groups], [m for _, m in groups]))
+        conc, flow, mass, rate = (a.tolist() for a in (figs.conc, figs.flow, figs.mass_kg, figs.rate_kg_h))
         for g, (st, m) in enumerate(groups):
-            row = {"status": VALIDITY_NAMES[figs.status[g]], "n": int(figs.n[g]), "n_valid": int(figs.n_valid[g]),
-                   "n_stopped": int(figs.n_stopped[g])}
-            row.update({name: float(figs.means[g, j]) for j, name in enumerate(NAMES)})
-            row.update(qs_m3_h=float(figs.qs_m3_h[g]), qsn_m3_h=float(figs.qsn_m3_h[g]),
-                       co2_dry_pct=float(figs.co2_dry_pct[g]), co2_mg_m3=float(figs.co2_mg_m3[g]),
-                       rate_kg_h=float(figs.rate_kg_h[g]), mass_kg=float(figs.mass_kg[g]),
-                       conc=float(figs.conc[g]), flow=float(figs.flow[g]), regime=st.plant.regime)
-            new_rows.append(row)
-            lines.append(schema.figure_line(schema.MINUTE, *st.key, m, row))
-        self._write(lines)
-        for (st, m), row in zip(groups, new_rows, strict=True):
             old = st.minutes.get(m)
-            kept = st.minutes[m] = _kept(row)
+            kept = st.minutes[m] = MinuteKept(status[g], conc[g], flow[g], 0.0 if math.isnan(mass[g]) else mass[g])
             st.live.add(m, kept.mass_kg - (0.0 if old is None else old.mass_kg))
             st.dirty_minutes.discard(m)
             st.dirty_hours.add(m - m % 3600)
             if st.latest_minute is None or m >= st.latest_minute:
                 st.latest_minute = m
-            if row["status"] == "valid" and (st.latest_valid is None or m >= st.latest_valid[0]):
-                st.latest_valid = (m, row["rate_kg_h"])
+            if status[g] == VALID and (st.latest_valid is None or m >= st.latest_valid[0]):
+                st.latest_valid = (m, rate[g])
 
     def _close_hours(self, now: float) -> None:
         """Base figures for closed dirty hours, then substitution over each touched stack's series."""

@@ -268,3 +268,21 @@ def test_a_single_reading_decodes_as_the_same_reading_in_a_batch_of_one(ts, vals
         assert a.ts_ms.tolist() == b.ts_ms.tolist() and a.status == b.status and a.flags.tolist() == b.flags.tolist()
         np.testing.assert_array_equal(a.values, b.values)
         assert (a.gw, a.seq, a.ignored_keys) == (b.gw, b.seq, b.ignored_keys)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.one_of(st.integers(TS_MIN_S - 5, TS_MAX_S + 5), st.integers(-2**70, 2**70)), min_size=1,
+                max_size=8))
+def test_whole_second_times_decode_as_the_same_seconds_sent_as_floats(ts):
+    """A batch of integer times takes a path of its own: the same times, or the same rejection, as floats."""
+    def decoded(times):
+        try:
+            return decode_payload(json.dumps({"ts": times, "co2_pct": [1.0] * len(times)}).encode()).ts_ms.tolist()
+        except Rejected as e:
+            return "rejected: " + e.reason
+    got = decoded(ts)
+    if all(abs(x) < 2**53 for x in ts):
+        want = decoded([float(x) for x in ts])
+        assert got == want or got.startswith("rejected") and want.startswith("rejected"), (got, want)
+    if isinstance(got, list):
+        assert got == [x * 1000 for x in ts]

@@ -36,3 +36,25 @@ def test_finite_rows_take_the_fast_path_and_others_name_their_nulls():
 def test_float_text_reads_back_as_the_same_float(v):
     text = lineproto.float_text(v)
     assert float(text) == v and math.copysign(1, float(text)) == math.copysign(1, v)
+
+
+minute = st.tuples(st.integers(0, 2**33), st.sampled_from(["valid", "invalid", "stopped", 'x"y']),
+                   st.lists(st.integers(0, 2**40), min_size=3, max_size=3),
+                   st.lists(value, min_size=len(schema.MINUTE_FLOATS), max_size=len(schema.MINUTE_FLOATS)),
+                   st.sampled_from(["china", "us_part75", "a b"]))
+
+
+@settings(max_examples=300, deadline=None)
+@given(minutes=st.lists(minute, min_size=1, max_size=6), plant=st.sampled_from(["p", "p,1", "a b=c"]),
+       stack=st.sampled_from(["s1", "k 2"]))
+def test_minute_lines_are_the_bytes_of_figure_line(minutes, plant, stack):
+    starts, statuses, counts, floats, regimes = (list(x) for x in zip(*minutes, strict=True))
+    got = schema.minute_lines([schema.minute_head(plant, stack)] * len(starts), statuses, counts, floats, regimes,
+                              starts)
+    want = []
+    for start, status, (n, nv, ns), fl, regime in minutes:
+        row = {"status": status, "n": n, "n_valid": nv, "n_stopped": ns}
+        row.update(zip(schema.MINUTE_FLOATS, fl, strict=True))
+        row["regime"] = regime
+        want.append(schema.figure_line(schema.MINUTE, plant, stack, start, row))
+    assert got == want
