@@ -189,6 +189,15 @@ def run_phase(b: Backends, a, batch: int, rate: float, duration_s: float, latenc
                 raise RuntimeError(f"{th.name}: {th.error}")
         published = sum(o["readings"] for o in outs)
         stored = db.count("reading", "co2_pct")
+        if stored != published:  # a write still on its way (the drain check sees each publisher's last one)?
+            time.sleep(5.0)
+            again = db.count("reading", "co2_pct")
+            counters = ((svc.health() or {}).get("checks") or {}).get("pipeline")
+            warned = [ln for ln in svc.tail(200000).splitlines() if "WARNING" in ln or "ERROR" in ln][-5:]
+            print(f" [{published:,} readings published, {stored:,} in InfluxDB, {again:,} five seconds later; "
+                  f"the pipeline's counters: {json.dumps(counters)}; the service's last warnings: "
+                  f"{warned or 'none'}]", end="", flush=True)
+            stored = again
         minutes_stored = db.count("minute", "n")
         minutes_expected = sum(_last_of(sh, o["readings"])[3] for sh, o in zip(shares, outs, strict=True))
     finally:
