@@ -44,5 +44,10 @@ bench: setup
 bench-e2e: setup
 	$(BIN)/python -m bench.e2e $(ARGS)
 
+## bench-pipeline: the pipeline alone, in process (no broker, no database), readings/s
+.PHONY: bench-pipeline
+bench-pipeline: setup
+	$(BIN)/python -m bench.pipeline $(ARGS)
+
 clean:
 	rm -rf $(VENV) var .pytest_cache .hypothesis

@@ -90,12 +90,14 @@ def main(argv: list[str] | None = None) -> int:
             total = warm + a.minutes * (2 if a.profile else 1)
             minutes = [minute_messages(a.stacks, t0, k, batch) for k in range(total)]
             run(p, minutes[:warm], t0, 0, batch)
+            before = p.counters["accepted"]
             t = time.perf_counter()
             n = run(p, minutes[warm:warm + a.minutes], t0, warm, batch)
             el = time.perf_counter() - t
             msgs = n // batch
             print(f"batch {batch:2d}: {n / el:12,.0f} readings/s  {msgs / el:10,.0f} msgs/s  "
-                  f"{el / n * 1e6:6.2f} µs a reading  ({n:,} readings, {a.stacks} stacks)", flush=True)
+                  f"{el / n * 1e6:6.2f} µs a reading  ({n:,} readings, {p.counters['accepted'] - before:,} "
+                  f"accepted, {a.stacks} stacks)", flush=True)
             if a.profile:
                 pr = cProfile.Profile()
                 pr.enable()
