@@ -65,6 +65,10 @@ READ_PAUSE_S = 0.5
 READ_PAUSE_MAX_S = 8.0
 
 
+class ReadsPaused(InfluxError):
+    """A read from the store not tried, within the pause after a failed one."""
+
+
 @dataclass
 class Outcome:
     plant: str | None = None
@@ -267,7 +271,7 @@ class Pipeline:
                   if (h < st.authoritative_from and h not in st.loaded_hours)
                   or (h >= st.authoritative_from and m < st.raw_evicted.get(h, 0))]
         if needed and self.reads_paused(now):
-            raise InfluxError("reads from the store are paused after a failure")
+            raise ReadsPaused("reads from the store are paused after a failure")
         try:
             for h, _ in needed:
                 if h < st.authoritative_from:
@@ -312,8 +316,9 @@ class Pipeline:
                     readings.append(j)
                     continue
                 except InfluxError as e:
-                    log.warning("%s/%s: old hours for late readings could not be read back from the store (%s); "
-                                "this stack's messages wait, the others go on", *key, e)
+                    if not isinstance(e, ReadsPaused):  # one line a failed read, not one a waiting stack
+                        log.warning("%s/%s: old hours for late readings could not be read back from the store "
+                                    "(%s); this stack's messages wait, the others go on", *key, e)
                     self.waiting.add(key)
             judged[i] = None  # waits
         outs: list[Outcome | None] = []
