@@ -171,7 +171,7 @@ class Pipeline:
         for row, (p, s, _) in enumerate(specs):
             self.stacks[(p.id, s.id)] = StackState(row=row, plant=p, stack=s, live=LiveTotals(p.timezone))
         self._heads = [schema.reading_head(p.id, s.id) for p, s, _ in specs]  # by row
-        self._minute_heads = [schema.minute_head(p.id, s.id) for p, s, _ in specs]
+        self._minute_heads = [schema.series_head(schema.MINUTE, p.id, s.id) for p, s, _ in specs]
         self._by_row = list(self.stacks.values())
         self.counters = {"messages": 0, "accepted": 0, "duplicates": 0, "corrections": 0, "invalid": 0,
                          "rejected": 0, "reported": 0}

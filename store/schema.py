@@ -47,9 +47,13 @@ def reading_tail(status: str, validity: str, reason: str, gw: str | None, seq: i
     return tail if seq is None else f"{tail},seq={int(seq)}i"
 
 
+def series_head(measurement: str, plant: str, stack: str) -> str:
+    """The measurement and tags of a stack's line, up to the space before its fields."""
+    return f"{measurement},plant={tag(plant)},stack={tag(stack)} "
+
+
 def reading_head(plant: str, stack: str) -> str:
-    """The measurement and tags of a reading line, up to the space before its fields."""
-    return f"{READING},plant={tag(plant)},stack={tag(stack)} "
+    return series_head(READING, plant, stack)
 
 
 def reading_lines(heads: list[str], ts_ms, values, tails: list[str]) -> list[str]:
@@ -73,15 +77,20 @@ def reading_lines(heads: list[str], ts_ms, values, tails: list[str]) -> list[str
         present = [cols[j] for j in range(N_CHANNELS) if first >> j & 1]
         return [fmt % row for row in zip(heads, *present, tails, ts, strict=True)]
     out: list[str] = [""] * n
-    for p in np.unique(pattern).tolist():
+    for p, present, rows in _finite_groups(pattern, N_CHANNELS):
         fmt = _template(p)
-        present = [j for j in range(N_CHANNELS) if p >> j & 1]
-        for i in np.flatnonzero(pattern == p).tolist():
+        for i in rows:
             out[i] = fmt % (heads[i], *(cols[j][i] for j in present), tails[i], ts[i])
     return out
 
 
 _CHANNEL_BITS = 1 << np.arange(len(NAMES), dtype=np.int64)
+
+
+def _finite_groups(pattern: np.ndarray, width: int):
+    """For each distinct bit pattern of finite columns: (pattern, the finite columns, the rows having it)."""
+    for p in np.unique(pattern).tolist():
+        yield p, [j for j in range(width) if p >> j & 1], np.flatnonzero(pattern == p).tolist()
 
 
 def _column_texts(vals: np.ndarray) -> list[list[str]]:
@@ -105,15 +114,10 @@ def figure_line(measurement: str, plant: str, stack: str, start_s: int, row: dic
 MINUTE_FLOATS = (*NAMES, "qs_m3_h", "qsn_m3_h", "co2_dry_pct", "co2_mg_m3", "rate_kg_h", "mass_kg", "conc", "flow")
 
 
-def minute_head(plant: str, stack: str) -> str:
-    """The measurement and tags of a minute line, up to the space before its fields."""
-    return f"{MINUTE},plant={tag(plant)},stack={tag(stack)} "
-
-
 def minute_lines(heads: list[str], statuses: list[str], counts, floats, regimes: list[str], starts_s) -> list[str]:
     """`figure_line(MINUTE, ...)` of many minutes, the same bytes, built a column at a time.
 
-    `heads[i]` is `minute_head` of minute i's stack, `statuses[i]` its status name, `counts` (n, 3) its
+    `heads[i]` is `series_head(MINUTE, ...)` of minute i's stack, `statuses[i]` its status name, `counts` (n, 3) its
     n, n_valid and n_stopped, `floats` (n, len(MINUTE_FLOATS)) its float fields in that order (NaN or
     +-inf left out and named in `nulls`, as `line` does), `regimes[i]` its regime, `starts_s` its start.
     """
@@ -128,10 +132,9 @@ def minute_lines(heads: list[str], statuses: list[str], counts, floats, regimes:
     regime = [string_field(x) for x in regimes]
     pattern = np.isfinite(vals) @ _MINUTE_BITS
     out: list[str] = [""] * n
-    for p in np.unique(pattern).tolist():
+    for p, present, rows in _finite_groups(pattern, len(MINUTE_FLOATS)):
         fmt = _minute_template(p)
-        present = [j for j in range(len(MINUTE_FLOATS)) if p >> j & 1]
-        for i in np.flatnonzero(pattern == p).tolist():
+        for i in rows:
             out[i] = fmt % (heads[i], status[i], *ints[i], *(cols[j][i] for j in present), regime[i], times[i])
     return out
 

@@ -49,8 +49,8 @@ minute = st.tuples(st.integers(0, 2**33), st.sampled_from(["valid", "invalid", "
        stack=st.sampled_from(["s1", "k 2"]))
 def test_minute_lines_are_the_bytes_of_figure_line(minutes, plant, stack):
     starts, statuses, counts, floats, regimes = (list(x) for x in zip(*minutes, strict=True))
-    got = schema.minute_lines([schema.minute_head(plant, stack)] * len(starts), statuses, counts, floats, regimes,
-                              starts)
+    head = schema.series_head(schema.MINUTE, plant, stack)
+    got = schema.minute_lines([head] * len(starts), statuses, counts, floats, regimes, starts)
     want = []
     for start, status, (n, nv, ns), fl, regime in minutes:
         row = {"status": status, "n": n, "n_valid": nv, "n_stopped": ns}
