@@ -4,6 +4,7 @@ Every error names the key and the problem, e.g. ``plants[0].stacks[1].area_m2: m
 """
 
 import os
+import ssl
 import tomllib
 import zoneinfo
 from pathlib import Path
@@ -14,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from cems.compute import constants as K
 from cems.compute.channels import NAMES
 from cems.compute.params import StackSpec, regime_constants
+from cems.tls import TlsError, client_context
 
 Id = Annotated[str, Field(pattern=r"^[a-z0-9_-]{1,64}$")]
 ChannelName = Literal[NAMES]  # type: ignore[valid-type]
@@ -43,6 +45,19 @@ class MqttConfig(_Section):
     # "configured": only this config's plants, so several `cems serve` processes can split the plants
     # between them on one broker (docs/scaling.md).
     subscribe: Literal["all", "configured"] = "all"
+    # TLS to the broker (usually port 8883): the server's certificate is verified against the system's CAs,
+    # or `ca_file`'s; `cert_file`/`key_file` add a client certificate (mutual TLS). Paths are relative to
+    # the config file.
+    tls: bool = False
+    ca_file: Path | None = None
+    cert_file: Path | None = None
+    key_file: Path | None = None
+    tls_verify_hostname: bool = True  # off only for a broker whose certificate names another host
+
+    @model_validator(mode="after")
+    def _tls_files_need_tls(self) -> "MqttConfig":
+        _tls_keys_need(self, self.tls, "set tls = true to use them")
+        return self
 
     @model_validator(mode="before")
     @classmethod
@@ -65,6 +80,36 @@ class InfluxConfig(_Section):
     org: str | None = None
     bucket: str | None = None
     timeout_s: float = Field(10.0, gt=0)
+    # For an https `url`: the CA that signed the server's certificate (default: the system's CAs), a
+    # client certificate if the server asks for one; paths are relative to the config file.
+    ca_file: Path | None = None
+    cert_file: Path | None = None
+    key_file: Path | None = None
+    tls_verify_hostname: bool = True
+
+    @model_validator(mode="after")
+    def _bucket_is_the_database(self) -> "InfluxConfig":
+        """InfluxDB 2.x serves a bucket on its v1 endpoints under the bucket's name (its virtual DBRP mapping), so
+        a config that names only a bucket uses it; an explicit `database` (a DBRP mapping of its own) wins."""
+        if self.bucket is not None and "database" not in self.model_fields_set:
+            object.__setattr__(self, "database", self.bucket)
+        return self
+
+    @model_validator(mode="after")
+    def _tls_files_need_https(self) -> "InfluxConfig":
+        _tls_keys_need(self, self.url.lower().startswith("https://"), "they apply to an https:// url only")
+        return self
+
+
+def _tls_keys_need(section, tls_on: bool, hint: str) -> None:
+    """TLS keys set where TLS is off are a mistake worth an error, not a silently plain connection."""
+    keys = [k for k in ("ca_file", "cert_file", "key_file") if getattr(section, k) is not None]
+    if not section.tls_verify_hostname:
+        keys.append("tls_verify_hostname")
+    if keys and not tls_on:
+        raise ValueError(f"{', '.join(keys)} set without TLS: {hint}")
+    if section.key_file is not None and section.cert_file is None:
+        raise ValueError("key_file set without cert_file (a client certificate needs both)")
 
 
 class TokenConfig(_Section):
@@ -285,7 +330,10 @@ def _message(err: dict) -> str:
 
 
 def parse_config(text: str, source: str = "<config>", base_dir: Path | None = None) -> Config:
-    """Parse and validate TOML text; relative `storage.data_dir` is taken from `base_dir`."""
+    """Parse and validate TOML text; relative paths (`storage.data_dir`, TLS files) are taken from `base_dir`.
+
+    TLS files are loaded once here, so a wrong path, PEM or key is a configuration error at start-up
+    (and from `cems check-config`), not a connection that keeps failing."""
     try:
         raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
@@ -295,10 +343,35 @@ def parse_config(text: str, source: str = "<config>", base_dir: Path | None = No
     except ValidationError as e:
         lines = [f"{_loc(err['loc'])}: {_message(err)}" for err in e.errors()]
         raise ConfigError(f"{source}: " + "; ".join(lines)) from None
-    if base_dir is not None and not cfg.storage.data_dir.is_absolute():
-        storage = cfg.storage.model_copy(update={"data_dir": base_dir / cfg.storage.data_dir})
-        cfg = cfg.model_copy(update={"storage": storage})
+    if base_dir is not None:
+        cfg = cfg.model_copy(update={
+            "storage": _relative_to(cfg.storage, base_dir, ("data_dir",)),
+            "mqtt": _relative_to(cfg.mqtt, base_dir, TLS_FILES),
+            "influx": _relative_to(cfg.influx, base_dir, TLS_FILES),
+        })
+    for name in ("mqtt", "influx"):
+        try:
+            tls_context(getattr(cfg, name))
+        except TlsError as e:
+            raise ConfigError(f"{source}: {name}.{e}") from None
     return cfg
+
+
+TLS_FILES = ("ca_file", "cert_file", "key_file")
+
+
+def _relative_to(section: _Section, base_dir: Path, keys: tuple[str, ...]) -> _Section:
+    paths = {k: base_dir / getattr(section, k) for k in keys
+             if getattr(section, k) is not None and not getattr(section, k).is_absolute()}
+    return section.model_copy(update=paths) if paths else section
+
+
+def tls_context(section: "MqttConfig | InfluxConfig") -> "ssl.SSLContext | None":
+    """The TLS client context `[mqtt]` or `[influx]` asks for; None for a plain connection."""
+    on = section.tls if isinstance(section, MqttConfig) else section.url.lower().startswith("https://")
+    if not on:
+        return None
+    return client_context(section.ca_file, section.cert_file, section.key_file, section.tls_verify_hostname)
 
 
 def load_config(path: str | os.PathLike | None = None) -> Config:

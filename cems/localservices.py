@@ -40,21 +40,26 @@ def binary(name: str) -> str:
 def ensure_installed(quiet: bool = False) -> None:
     """Install mosquitto and InfluxDB from Debian's packages when they are missing."""
     missing = missing_binaries()
-    if not missing:
-        return
-    pkgs = sorted({PACKAGES[b] for b in missing})
+    if missing:
+        apt_install(sorted({PACKAGES[b] for b in missing}), missing, quiet, missing_binaries)
+
+
+def apt_install(packages: list[str], wanted: list[str], quiet: bool = False, still_missing=None) -> None:
+    """Install Debian `packages` (as root, or through sudo) for the programs `wanted`; an error naming what is
+    still missing after (`still_missing()`, default: those of `wanted` not on PATH)."""
+    still_missing = still_missing or (lambda: [w for w in wanted if shutil.which(w) is None])
     if shutil.which("apt-get") is None:
-        raise ServiceError(f"{', '.join(missing)} not found and no apt-get here: install {', '.join(pkgs)}")
+        raise ServiceError(f"{', '.join(wanted)} not found and no apt-get here: install {', '.join(packages)}")
     sudo = [] if os.geteuid() == 0 else ["sudo"]
     if not quiet:
-        print(f"installing {' '.join(pkgs)} from Debian packages ...", flush=True)
+        print(f"installing {' '.join(packages)} from Debian packages ...", flush=True)
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
     out = None if not quiet else subprocess.DEVNULL
     subprocess.run([*sudo, "apt-get", "update", "-qq"], check=True, env=env, stdout=out)
-    subprocess.run([*sudo, "apt-get", "install", "-y", "-qq", *pkgs], check=True, env=env, stdout=out)
-    still = missing_binaries()
+    subprocess.run([*sudo, "apt-get", "install", "-y", "-qq", *packages], check=True, env=env, stdout=out)
+    still = still_missing()
     if still:
-        raise ServiceError(f"{', '.join(still)} still missing after installing {', '.join(pkgs)}")
+        raise ServiceError(f"{', '.join(still)} still missing after installing {', '.join(packages)}")
 
 
 def free_port() -> int:
@@ -116,12 +121,14 @@ def mosquitto_conf(port: int, data: Path, host: str = "127.0.0.1") -> str:
 INFLUXD_GOGC = "400"
 
 
-def influx_conf(port: int, data: Path) -> str:
+def influx_conf(port: int, data: Path, tls: tuple[Path, Path] | None = None) -> str:
+    https = (f'  https-enabled = true\n  https-certificate = "{tls[0]}"\n  https-private-key = "{tls[1]}"\n'
+             if tls else "")
     return (f'reporting-disabled = true\nbind-address = "127.0.0.1:{free_port()}"\n'
             f'[meta]\n  dir = "{data}/meta"\n'
             f'[data]\n  dir = "{data}/data"\n  wal-dir = "{data}/wal"\n  query-log-enabled = false\n'
             f'[monitor]\n  store-enabled = false\n'
-            f'[http]\n  bind-address = "127.0.0.1:{port}"\n  log-enabled = false\n'
+            f'[http]\n  bind-address = "127.0.0.1:{port}"\n  log-enabled = false\n{https}'
             f'[logging]\n  level = "warn"\n')
 
 
@@ -138,34 +145,40 @@ def _spawn(name: str, cmd: list[str], port: int, workdir: Path, detach: bool, en
     return Service(name, port, proc, log)
 
 
-def start_mosquitto(workdir: Path, port: int, detach: bool = False) -> Service:
+def start_mosquitto(workdir: Path, port: int, detach: bool = False, listener_conf: str = "") -> Service:
+    """`listener_conf`: more settings for the listener (e.g. `certfile`, `keyfile`, `require_certificate`)."""
     data = workdir / "mosquitto"
     data.mkdir(parents=True, exist_ok=True)
     conf = workdir / "mosquitto.conf"
-    conf.write_text(mosquitto_conf(port, data))
+    conf.write_text(mosquitto_conf(port, data) + listener_conf)
     return _spawn("mosquitto", [binary("mosquitto"), "-c", str(conf)], port, workdir, detach)
 
 
-def start_influxd(workdir: Path, port: int, detach: bool = False) -> Service:
+def start_influxd(workdir: Path, port: int, detach: bool = False, tls: tuple[Path, Path] | None = None) -> Service:
+    """`tls`: (certificate, key) PEM files to serve https rather than http."""
     data = workdir / "influxdb"
     data.mkdir(parents=True, exist_ok=True)
     conf = workdir / "influxdb.conf"
-    conf.write_text(influx_conf(port, data))
+    conf.write_text(influx_conf(port, data, tls))
     # Go's collector at GOGC=400 rather than 100: at high write rates influxd spends a good share of its CPU
     # collecting garbage; this trades heap for it (15-20 % more points per CPU second in quick `make bench-e2e` runs).
     env = {**os.environ, "GOGC": os.environ.get("GOGC", INFLUXD_GOGC)}
     svc = _spawn("influxd", [binary("influxd"), "run", "-config", str(conf)], port, workdir, detach, env)
-    _wait_influx_ready(port)
+    _wait_influx_ready(port, https=tls is not None)
     return svc
 
 
-def _wait_influx_ready(port: int, timeout: float = 30.0) -> None:
+def _wait_influx_ready(port: int, timeout: float = 30.0, https: bool = False) -> None:
+    import ssl
     import urllib.request
 
+    # Whether it answers, not whom it is: the certificate is the caller's to check.
+    context = ssl._create_unverified_context() if https else None
     end = time.monotonic() + timeout
     while time.monotonic() < end:
         try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/ping", timeout=2) as r:
+            with urllib.request.urlopen(f"http{'s' if https else ''}://127.0.0.1:{port}/ping", timeout=2,
+                                        context=context) as r:
                 if r.status == 204:
                     return
         except OSError:

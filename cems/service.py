@@ -10,7 +10,7 @@ import uvicorn
 
 from cems.api.app import create_app
 from cems.api.routes.ingest import IngestBusy
-from cems.config import Config
+from cems.config import Config, tls_context
 from cems.ingest.collector import Collector, topic_filters
 from cems.ingest.message import Message
 from cems.ingest.pipeline import Pipeline
@@ -35,7 +35,7 @@ log = logging.getLogger("cems.service")
 
 def influx_from(cfg: Config) -> Influx:
     i = cfg.influx
-    return Influx(i.url, i.database, i.username, i.password, i.token, i.timeout_s)
+    return Influx(i.url, i.database, i.username, i.password, i.token, i.timeout_s, tls=tls_context(i))
 
 
 class Service:

@@ -14,7 +14,7 @@ import time
 
 import paho.mqtt.client as mqtt
 
-from cems.config import MqttConfig
+from cems.config import MqttConfig, tls_context
 from cems.ingest.pipeline import Message
 
 log = logging.getLogger("cems.collector")
@@ -36,8 +36,34 @@ def mqtt_client(cfg: MqttConfig, client_id: str, max_delay_s: int = 30, client_f
     client = client_factory(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv311, **kwargs)
     if cfg.username:
         client.username_pw_set(cfg.username, cfg.password)
+    context = tls_context(cfg)
+    if context is not None:
+        client.tls_set_context(context)
     client.reconnect_delay_set(min_delay=1, max_delay=max_delay_s)
+    _log_connect_failures(client, f"{'mqtts' if context else 'mqtt'}://{cfg.host}:{cfg.port}")
     return client
+
+
+def _log_connect_failures(client: mqtt.Client, where: str) -> None:
+    """Say why connecting fails (refused, unreachable, a certificate not trusted): paho retries quietly.
+
+    One warning for each new reason, and again once it has gone on for a minute, not one per retry."""
+    reconnect = client.reconnect
+    last = {"reason": None, "at": 0.0}
+
+    def logged_reconnect():
+        try:
+            out = reconnect()
+        except OSError as e:
+            reason, now = str(e) or type(e).__name__, time.monotonic()
+            if reason != last["reason"] or now - last["at"] >= 60:
+                log.warning("cannot connect to the broker at %s: %s (retrying with backoff)", where, reason)
+                last.update(reason=reason, at=now)
+            raise
+        last["reason"] = None
+        return out
+
+    client.reconnect = logged_reconnect
 
 
 class BufferedClient(mqtt.Client):

@@ -4,9 +4,14 @@ InfluxDB 2.x and 3.x serve the same through their v1-compatible endpoints with a
 (DESIGN §6); set `influx.token` and the client sends ``Authorization: Token ...``.
 """
 
+import logging
+import ssl
+
 import httpx
 
 from cems.store.lineproto import apply_nulls
+
+log = logging.getLogger("cems.influx")
 
 
 class InfluxError(Exception):
@@ -33,12 +38,15 @@ def quote_str(v: str) -> str:
 
 class Influx:
     def __init__(self, url: str, database: str, username: str | None = None, password: str | None = None,
-                 token: str | None = None, timeout_s: float = 10.0):
+                 token: str | None = None, timeout_s: float = 10.0, tls: ssl.SSLContext | None = None):
+        """`tls`: the context that verifies an https server (`cems.config.tls_context`); default, the system's CAs."""
         self.url = url.rstrip("/")
         self.database = database
+        self.token = token
         headers = {"Authorization": f"Token {token}"} if token else {}
         auth = (username, password or "") if username else None
-        self._http = httpx.Client(base_url=self.url, timeout=timeout_s, headers=headers, auth=auth)
+        self._http = httpx.Client(base_url=self.url, timeout=timeout_s, headers=headers, auth=auth,
+                                  verify=tls if tls is not None else True)
 
     def close(self) -> None:
         self._http.close()
@@ -61,6 +69,12 @@ class Influx:
             return False
 
     def create_database(self) -> None:
+        """InfluxDB 1.x: create the database if missing. With a token (2.x/3.x) the server manages its buckets
+        and databases and refuses InfluxQL's CREATE: the database must exist (docs/deployment.md)."""
+        if self.token:
+            log.info("InfluxDB with a token (2.x/3.x): using database %r as it is; create it (2.x: a bucket of "
+                     "that name) if it does not exist", self.database)
+            return
         self._request("POST", "/query", data={"q": f"CREATE DATABASE {quote_ident(self.database)}"})
 
     def write(self, lines: list[str], precision: str = "ms") -> None:

@@ -669,3 +669,95 @@ def test_every_config_key_is_in_the_configuration_reference():
                if isinstance(cls, type) and issubclass(cls, BaseModel) and cls.__module__ == C.__name__
                for f in cls.model_fields if f not in named and f not in sections]
     assert not missing, f"not in docs/configuration.md: {missing}"
+
+
+# --- TLS to the broker and the database ----------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory):
+    from tests.tlscerts import make_pki
+
+    return make_pki(tmp_path_factory.mktemp("pki"))
+
+
+def test_tls_is_off_by_default():
+    from cems.config import tls_context
+
+    cfg = parse_config(MINIMAL)
+    assert tls_context(cfg.mqtt) is None and tls_context(cfg.influx) is None
+
+
+def test_tls_files_are_relative_to_the_config_file_and_verify_the_server(tmp_path, pki):
+    import shutil
+    import ssl
+
+    from cems.config import tls_context
+
+    (tmp_path / "certs").mkdir()
+    for f in (pki.ca, pki.client_cert, pki.client_key):
+        shutil.copy(f, tmp_path / "certs" / f.name)
+    (tmp_path / "cems.toml").write_text(
+        '[mqtt]\nport = 8883\ntls = true\nca_file = "certs/ca.crt"\ncert_file = "certs/client.crt"\n'
+        'key_file = "certs/client.key"\n\n[influx]\nurl = "https://db.example:8086"\nca_file = "certs/ca.crt"\n'
+        + MINIMAL)
+    cfg = load_config(tmp_path / "cems.toml")
+    assert cfg.mqtt.ca_file == tmp_path.resolve() / "certs" / "ca.crt"
+    assert cfg.influx.ca_file == tmp_path.resolve() / "certs" / "ca.crt"
+    assert cfg.mqtt.key_file == tmp_path.resolve() / "certs" / "client.key"
+    for section in (cfg.mqtt, cfg.influx):
+        ctx = tls_context(section)
+        assert ctx.verify_mode == ssl.CERT_REQUIRED and ctx.check_hostname
+        assert ctx.minimum_version >= ssl.TLSVersion.TLSv1_2
+        assert [c["subject"] for c in ctx.get_ca_certs()] == [((("commonName", "test CA"),),)]
+
+
+def test_tls_without_a_ca_file_trusts_the_system_cas():
+    from cems.config import tls_context
+
+    ctx = tls_context(parse_config('[mqtt]\ntls = true\n\n[influx]\nurl = "HTTPS://db:8086"\n' + MINIMAL).mqtt)
+    assert ctx is not None and ctx.check_hostname
+
+
+def test_tls_verify_hostname_off_still_verifies_the_chain(pki):
+    import ssl
+
+    from cems.config import tls_context
+
+    cfg = parse_config(f'[mqtt]\ntls = true\nca_file = "{pki.ca}"\ntls_verify_hostname = false\n' + MINIMAL)
+    ctx = tls_context(cfg.mqtt)
+    assert not ctx.check_hostname and ctx.verify_mode == ssl.CERT_REQUIRED
+
+
+@pytest.mark.parametrize("section, text, problem", [
+    ("mqtt", 'ca_file = "/etc/ssl/ca.crt"', "mqtt: ca_file set without TLS: set tls = true"),
+    ("mqtt", "tls_verify_hostname = false", "mqtt: tls_verify_hostname set without TLS"),
+    ("influx", 'ca_file = "/etc/ssl/ca.crt"', "influx: ca_file set without TLS: they apply to an https:// url"),
+    ("mqtt", 'tls = true\nkey_file = "/k.pem"', "mqtt: key_file set without cert_file"),
+])
+def test_tls_keys_where_they_cannot_apply_are_errors(section, text, problem):
+    assert problem in config_error(f"[{section}]\n{text}\n" + MINIMAL)
+
+
+@pytest.mark.parametrize("section, head", [("mqtt", "tls = true"), ("influx", 'url = "https://db:8086"')])
+def test_a_missing_ca_file_is_a_config_error_naming_the_key(tmp_path, section, head):
+    msg = config_error(f'[{section}]\n{head}\nca_file = "{tmp_path}/none.crt"\n' + MINIMAL)
+    assert f"{section}.ca_file {tmp_path}/none.crt: not a readable PEM CA certificate" in msg
+
+
+def test_a_ca_file_that_is_not_pem_is_a_config_error(tmp_path):
+    (tmp_path / "ca.crt").write_text("not a certificate\n")
+    assert "mqtt.ca_file" in config_error(f'[mqtt]\ntls = true\nca_file = "{tmp_path}/ca.crt"\n' + MINIMAL)
+
+
+def test_a_client_key_not_matching_its_certificate_is_a_config_error(pki):
+    msg = config_error(f'[mqtt]\ntls = true\ncert_file = "{pki.client_cert}"\nkey_file = "{pki.server_key}"\n'
+                       + MINIMAL)
+    assert f"mqtt.cert_file {pki.client_cert} / key_file {pki.server_key}: not a matching" in msg
+
+
+def test_a_bucket_alone_names_the_database_an_explicit_database_wins():
+    assert parse_config('[influx]\ntoken = "t"\nbucket = "plant-b"\n' + MINIMAL).influx.database == "plant-b"
+    both = parse_config('[influx]\ntoken = "t"\nbucket = "plant-b"\ndatabase = "mapped"\n' + MINIMAL).influx
+    assert (both.database, both.bucket) == ("mapped", "plant-b")
+    assert parse_config(MINIMAL).influx.database == "cems"

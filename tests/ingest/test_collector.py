@@ -22,6 +22,9 @@ class FakeClient:
     def reconnect_delay_set(self, min_delay, max_delay):
         pass
 
+    def reconnect(self):
+        pass
+
     def subscribe(self, topics):
         self.subscribed.append(topics)
 
@@ -153,3 +156,37 @@ def test_buffered_client_reads_what_paho_reads_however_the_bytes_arrive():
             ours.close()
             theirs.close()
         assert got == sent, f"chunks of {chunking}"
+
+
+def test_why_the_broker_cannot_be_reached_is_logged_once_per_reason(caplog):
+    import socket
+
+    from cems.ingest.collector import mqtt_client
+    from cems.localservices import free_port
+
+    port = free_port()  # nothing listens there
+    client = mqtt_client(MqttConfig(port=port), "t-unreachable")
+    client.connect_async("127.0.0.1", port)
+    with caplog.at_level("WARNING", logger="cems.collector"):
+        for _ in range(3):  # paho's retries
+            try:
+                client.reconnect()
+            except OSError:
+                pass
+            else:
+                raise AssertionError("connected to a port nobody listens on")
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warnings) == 1, warnings
+    assert f"cannot connect to the broker at mqtt://127.0.0.1:{port}: " in warnings[0]
+    assert "refused" in warnings[0].lower() and "retrying" in warnings[0]
+    # Once connected, the next failure is news again.
+    with socket.create_server(("127.0.0.1", port)) as srv:
+        client.reconnect()
+        srv.accept()[0].close()
+    client.socket().close()
+    with caplog.at_level("WARNING", logger="cems.collector"):
+        try:
+            client.reconnect()
+        except OSError:
+            pass
+    assert sum(r.levelname == "WARNING" for r in caplog.records) == 2

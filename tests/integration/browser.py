@@ -19,6 +19,8 @@ import urllib.parse
 import urllib.request
 from pathlib import Path
 
+from cems.localservices import ServiceError, apt_install
+
 BINARIES = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
 PACKAGE = "chromium"
 WS_GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"  # RFC 6455 section 1.3
@@ -37,17 +39,11 @@ def ensure_chromium(quiet: bool = True) -> str:
     found = chromium_binary()
     if found:
         return found
-    if shutil.which("apt-get") is None:
-        raise BrowserError(f"no Chromium ({', '.join(BINARIES)}) and no apt-get here: install {PACKAGE}")
-    sudo = [] if os.geteuid() == 0 else ["sudo"]
-    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    out = subprocess.DEVNULL if quiet else None
-    subprocess.run([*sudo, "apt-get", "update", "-qq"], check=True, env=env, stdout=out)
-    subprocess.run([*sudo, "apt-get", "install", "-y", "-qq", PACKAGE], check=True, env=env, stdout=out)
-    found = chromium_binary()
-    if not found:
-        raise BrowserError(f"still no Chromium after installing {PACKAGE}")
-    return found
+    try:
+        apt_install([PACKAGE], list(BINARIES), quiet, lambda: [] if chromium_binary() else list(BINARIES))
+    except ServiceError as e:
+        raise BrowserError(str(e)) from None
+    return chromium_binary()
 
 
 class WebSocket:

@@ -4,11 +4,12 @@ Both come from Debian's `poppler-utils`, installed when missing (as root, or thr
 installs Chromium.
 """
 
-import os
 import re
 import shutil
 import subprocess
 from pathlib import Path
+
+from cems.localservices import apt_install
 
 PACKAGE = "poppler-utils"
 TOOLS = ("pdftoppm", "pdftotext")
@@ -17,15 +18,7 @@ TOOLS = ("pdftoppm", "pdftotext")
 def ensure_poppler() -> None:
     if all(shutil.which(t) for t in TOOLS):
         return
-    if shutil.which("apt-get") is None:
-        raise RuntimeError(f"no {' / '.join(TOOLS)} and no apt-get here: install {PACKAGE}")
-    sudo = [] if os.geteuid() == 0 else ["sudo"]
-    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    subprocess.run([*sudo, "apt-get", "update", "-qq"], check=True, env=env, stdout=subprocess.DEVNULL)
-    subprocess.run([*sudo, "apt-get", "install", "-y", "-qq", PACKAGE], check=True, env=env, stdout=subprocess.DEVNULL)
-    missing = [t for t in TOOLS if not shutil.which(t)]
-    if missing:
-        raise RuntimeError(f"still no {', '.join(missing)} after installing {PACKAGE}")
+    apt_install([PACKAGE], list(TOOLS), quiet=True)
 
 
 def pdf_pages(pdf: bytes, workdir: Path, dpi: int = 60) -> list[Path]:
