@@ -4,6 +4,7 @@ Data, logs, the generated config and the demo's tokens live under the demo direc
 second run carries on where the first stopped. Ctrl-C stops everything.
 """
 
+import collections
 import datetime as dt
 import json
 import secrets
@@ -101,18 +102,26 @@ def _get(url: str, token: str | None = None) -> dict | None:
         return None
 
 
-def _status_line(base: str, token: str, last: dict | None = None) -> str:
-    """Health, readings/s since the previous line (`last` keeps what it needs), rejected, and each stack's
-    live rate and hour-to-date total."""
+RATE_WINDOW_S = 60.0  # readings/s over the last minute: gateways send in batches, so 5 s would see-saw
+
+
+def _status_line(base: str, token: str, last: dict | None = None, now: float | None = None) -> str:
+    """Health, readings/s over the last minute (`last` keeps the samples), rejected, and each stack's live
+    rate and hour-to-date total."""
     h = _get(f"{base}/api/v1/health") or {}
     stacks = (_get(f"{base}/api/v1/stacks", token) or {}).get("items", [])
     p = h.get("checks", {}).get("pipeline", {})
     last = {} if last is None else last
-    now, accepted = time.monotonic(), p.get("accepted", 0)
-    rate = (accepted - last["accepted"]) / (now - last["t"]) if last.get("t") and now > last["t"] else None
-    last.update(t=now, accepted=accepted)
-    parts = [f"{h.get('status', '?')}", f"{accepted} readings" + (f" ({rate:.0f}/s)" if rate is not None else ""),
-             f"{len(stacks)} stacks", f"{p.get('rejected', 0)} rejected"]
+    now, accepted = time.monotonic() if now is None else now, p.get("accepted", 0)
+    samples = last.setdefault("samples", collections.deque())
+    samples.append((now, accepted))
+    while len(samples) > 2 and now - samples[1][0] >= RATE_WINDOW_S:
+        samples.popleft()  # the oldest sample kept is the newest at least a window back
+    t0, a0 = samples[0]
+    rate = (accepted - a0) / (now - t0) if now > t0 else None
+    shown = "" if rate is None else f" ({rate:.1f}/s)" if rate < 10 else f" ({rate:,.0f}/s)"
+    parts = [f"{h.get('status', '?')}", f"{accepted} readings{shown}", f"{len(stacks)} stacks",
+             f"{p.get('rejected', 0)} rejected"]
     for s in stacks:
         live = _get(f"{base}/api/v1/stacks/{s['plant']}/{s['stack']}/live", token) or {}
         rate = live.get("rate_t_h")

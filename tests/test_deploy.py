@@ -97,3 +97,27 @@ def test_compose_config_validates_with_the_example_env(tmp_path):
         " && exec", " && cat /cfg/tls.conf >> /mosquitto/config/mosquitto.conf && exec")
     assert {k: v for k, v in merged.items() if k not in ("ports", "volumes", "command")} == \
         {k: v for k, v in base.items() if k not in ("ports", "volumes", "command")}
+
+
+def test_demo_status_line_shows_readings_per_second_over_the_last_minute(monkeypatch):
+    """Gateways send batches (u1: ten readings every 10 s), so the rate is taken over a minute, not between lines."""
+    from cems import demo
+
+    accepted = {"n": 0}
+    answers = {
+        "/api/v1/health": lambda: {"status": "ok", "checks": {"pipeline": {"accepted": accepted["n"], "rejected": 1}}},
+        "/api/v1/stacks": lambda: {"items": [{"plant": "wusha", "stack": "u1"}, {"plant": "wusha", "stack": "u2"}]},
+        "/api/v1/stacks/wusha/u1/live": lambda: {"rate_t_h": 223.61, "hour_to_date_t": 3.734},
+        "/api/v1/stacks/wusha/u2/live": lambda: {},
+    }
+    monkeypatch.setattr(demo, "_get", lambda url, token=None: answers[url.removeprefix("http://x")]())
+    last: dict = {}
+    lines = []
+    for t in range(0, 125, 5):  # two stacks at 1 Hz, one of them arriving 10 at a time
+        accepted["n"] = t + (t // 10) * 10
+        lines.append(demo._status_line("http://x", "tok", last, now=1000.0 + t))
+    assert lines[0] == ("ok | 0 readings | 2 stacks | 1 rejected | u1: 223.6 t/h, hour 3.73 t | "
+                        "u2: waiting for the first minute")
+    rates = [float(line.split("(")[1].split("/s")[0]) for line in lines[13:]]  # a minute and more in
+    assert all(1.9 <= r <= 2.1 for r in rates), rates
+    assert len(last["samples"]) <= 14  # a minute of samples at most, not the whole run
