@@ -44,9 +44,11 @@ def ensure_installed(quiet: bool = False) -> None:
         apt_install(sorted({PACKAGES[b] for b in missing}), missing, quiet, missing_binaries)
 
 
-def apt_install(packages: list[str], wanted: list[str], quiet: bool = False, still_missing=None) -> None:
+def apt_install(packages: list[str], wanted: list[str], quiet: bool = False, still_missing=None,
+                recommends: bool = True) -> None:
     """Install Debian `packages` (as root, or through sudo) for the programs `wanted`; an error naming what is
-    still missing after (`still_missing()`, default: those of `wanted` not on PATH)."""
+    still missing after (`still_missing()`, default: those of `wanted` not on PATH). `recommends=False`
+    leaves out the packages only recommended (docker-compose recommends the whole Docker engine)."""
     still_missing = still_missing or (lambda: [w for w in wanted if shutil.which(w) is None])
     if shutil.which("apt-get") is None:
         raise ServiceError(f"{', '.join(wanted)} not found and no apt-get here: install {', '.join(packages)}")
@@ -56,7 +58,8 @@ def apt_install(packages: list[str], wanted: list[str], quiet: bool = False, sti
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
     out = None if not quiet else subprocess.DEVNULL
     subprocess.run([*sudo, "apt-get", "update", "-qq"], check=True, env=env, stdout=out)
-    subprocess.run([*sudo, "apt-get", "install", "-y", "-qq", *packages], check=True, env=env, stdout=out)
+    extra = [] if recommends else ["--no-install-recommends"]
+    subprocess.run([*sudo, "apt-get", "install", "-y", "-qq", *extra, *packages], check=True, env=env, stdout=out)
     still = still_missing()
     if still:
         raise ServiceError(f"{', '.join(still)} still missing after installing {', '.join(packages)}")

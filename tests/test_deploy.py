@@ -68,7 +68,7 @@ def _compose_cli() -> list[str]:
     if shutil.which("docker") and subprocess.run(["docker", "compose", "version"], capture_output=True).returncode == 0:
         return ["docker", "compose"]
     if not shutil.which("docker-compose"):
-        ls.apt_install(["docker-compose"], ["docker-compose"], quiet=True)
+        ls.apt_install(["docker-compose"], ["docker-compose"], quiet=True, recommends=False)  # not the engine
     return ["docker-compose"]
 
 
