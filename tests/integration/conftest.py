@@ -200,3 +200,23 @@ class Subscriber:
 
 
 os.environ.setdefault("PYTHONUNBUFFERED", "1")
+
+
+class StatusWatch:
+    """Every message on the gateways' status topics, resubscribing after a broker restart."""
+
+    def __init__(self, port: int, plant: str):
+        self.seen: list[dict] = []
+        self.c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"it-status-{uuid.uuid4().hex[:8]}")
+        self.c.on_connect = lambda c, u, f, rc, p: c.subscribe(f"cems/v1/{plant}/_gateways/+/status", qos=1)
+        self.c.on_message = lambda c, u, m: self.seen.append(json.loads(m.payload))
+        self.c.reconnect_delay_set(1, 2)
+        self.c.connect("127.0.0.1", port)
+        self.c.loop_start()
+
+    def last(self) -> dict | None:
+        return self.seen[-1] if self.seen else None
+
+    def close(self) -> None:
+        self.c.loop_stop()
+        self.c.disconnect()

@@ -1,26 +1,23 @@
 """The store-and-forward edge gateway on real parts: `cems simulate` -> private mosquitto -> `cems serve` ->
 InfluxDB, with the broker stopped mid-run and the gateway killed (-9) mid-run and started again."""
 
-import json
 import shutil
 import signal
 import subprocess
 import sys
 import tempfile
 import time
-import uuid
 from pathlib import Path
 
 import numpy as np
 import orjson
-import paho.mqtt.client as mqtt
 import pytest
 
 from cems import localservices as ls
 from cems.config import load_config
 from cems.ingest.simulator import Scenario, StackSim, generate
 
-from .conftest import Backends, start_service, wait_for
+from .conftest import Backends, StatusWatch, start_service, wait_for
 
 SPEEDUP, DURATION_S, SEED, EVENTS_PER_DAY = 60, 40, 7, 300  # long enough to be killed mid-run
 
@@ -34,26 +31,6 @@ def broker_dir():
         d.chmod(0o777)
     yield wd
     shutil.rmtree(wd, ignore_errors=True)
-
-
-class StatusWatch:
-    """Every message on the gateways' status topics, resubscribing after a broker restart."""
-
-    def __init__(self, port: int, plant: str):
-        self.seen: list[dict] = []
-        self.c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"it-status-{uuid.uuid4().hex[:8]}")
-        self.c.on_connect = lambda c, u, f, rc, p: c.subscribe(f"cems/v1/{plant}/_gateways/+/status", qos=1)
-        self.c.on_message = lambda c, u, m: self.seen.append(json.loads(m.payload))
-        self.c.reconnect_delay_set(1, 2)
-        self.c.connect("127.0.0.1", port)
-        self.c.loop_start()
-
-    def last(self) -> dict | None:
-        return self.seen[-1] if self.seen else None
-
-    def close(self) -> None:
-        self.c.loop_stop()
-        self.c.disconnect()
 
 
 def test_broker_outage_and_killed_gateway_lose_no_readings(backends, tmp_path, broker_dir):
