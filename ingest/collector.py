@@ -47,9 +47,11 @@ def mqtt_client(cfg: MqttConfig, client_id: str, max_delay_s: int = 30, client_f
 def _log_connect_failures(client: mqtt.Client, where: str) -> None:
     """Say why connecting fails (refused, unreachable, a certificate not trusted): paho retries quietly.
 
-    One warning for each new reason, and again once it has gone on for a minute, not one per retry."""
+    One warning for each new reason, and again once it has gone on for a minute, not one per retry. The
+    reason stays in `client.connect_error` (None once connected) for the health check."""
     reconnect = client.reconnect
     last = {"reason": None, "at": 0.0}
+    client.connect_error = None
 
     def logged_reconnect():
         try:
@@ -59,8 +61,9 @@ def _log_connect_failures(client: mqtt.Client, where: str) -> None:
             if reason != last["reason"] or now - last["at"] >= 60:
                 log.warning("cannot connect to the broker at %s: %s (retrying with backoff)", where, reason)
                 last.update(reason=reason, at=now)
+            client.connect_error = reason
             raise
-        last["reason"] = None
+        last["reason"] = client.connect_error = None
         return out
 
     client.reconnect = logged_reconnect
@@ -178,16 +181,24 @@ class Collector:
         self.topic_filters = topic_filters
         self.connected = threading.Event()
         self._stopping = threading.Event()
+        self._refused: str | None = None
         self.client = mqtt_client(cfg, cfg.client_id, client_factory=client_factory, clean_session=False,
                                   manual_ack=True)
         self.client.on_connect = self._on_connect
         self.client.on_disconnect = self._on_disconnect
         self.client.on_message = self._on_message
 
+    @property
+    def error(self) -> str | None:
+        """Why the broker cannot be reached or refused us, while that lasts."""
+        return None if self.connected.is_set() else (self._refused or getattr(self.client, "connect_error", None))
+
     def _on_connect(self, client, userdata, flags, reason_code, properties):
         if reason_code.is_failure:
             log.error("broker %s:%s refused the connection: %s", self.cfg.host, self.cfg.port, reason_code)
+            self._refused = f"refused: {reason_code}"
             return
+        self._refused = None
         # The session is persistent, but subscribing again is harmless and covers a broker that lost it.
         client.subscribe([(f, 1) for f in self.topic_filters])
         self.connected.set()

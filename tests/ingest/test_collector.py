@@ -179,10 +179,12 @@ def test_why_the_broker_cannot_be_reached_is_logged_once_per_reason(caplog):
     assert len(warnings) == 1, warnings
     assert f"cannot connect to the broker at mqtt://127.0.0.1:{port}: " in warnings[0]
     assert "refused" in warnings[0].lower() and "retrying" in warnings[0]
+    assert "refused" in client.connect_error.lower()  # for /health while it lasts
     # Once connected, the next failure is news again.
     with socket.create_server(("127.0.0.1", port)) as srv:
         client.reconnect()
         srv.accept()[0].close()
+    assert client.connect_error is None
     client.socket().close()
     with caplog.at_level("WARNING", logger="cems.collector"):
         try:

@@ -55,16 +55,16 @@ def secured():
     shutil.rmtree(wd, ignore_errors=True)
 
 
-def test_gateway_service_and_database_over_tls_store_every_reading(secured, tmp_path):
-    pki, mosq, influx = secured
-    api_port, db = ls.free_port(), "tls_it"
+def tls_service(tmp_path: Path, pki, mosq, influx, db: str, broker_ca: Path) -> Running:
+    """A `cems serve` on TLS to both, trusting `broker_ca` for the broker, started and ready."""
+    api_port = ls.free_port()
     config = tmp_path / "cems.toml"
     config.write_text(f"""[mqtt]
 host = "127.0.0.1"
 port = {mosq.port}
-client_id = "cems-tls-it"
+client_id = "cems-{db}"
 tls = true
-ca_file = "{pki.ca}"
+ca_file = "{broker_ca}"
 cert_file = "{pki.client_cert}"
 key_file = "{pki.client_key}"
 
@@ -86,9 +86,18 @@ data_dir = "{tmp_path / 'data'}"
 {PLANT}""")
     run = Running(None, config, api_port, tmp_path / "data", db, tmp_path / "service.log")
     run.start()
+    return run
+
+
+def test_gateway_service_and_database_over_tls_store_every_reading(secured, tmp_path):
+    pki, mosq, influx = secured
+    db = "tls_it"
+    run = tls_service(tmp_path, pki, mosq, influx, db, pki.ca)
+    config = run.config
     try:
+        run.wait(lambda: run.get("/health")[1]["checks"]["mqtt"]["ok"], 20, "connected to the broker over TLS")
         checks = run.get("/health")[1]["checks"]
-        assert checks["mqtt"]["ok"] is True, checks
+        assert checks["mqtt"]["tls"] is True and checks["mqtt"]["error"] is None, checks
         assert checks["influx"]["ok"] is True, checks
 
         p = subprocess.run([sys.executable, "-m", "cems.cli", "simulate", "--config", str(config),
@@ -108,6 +117,20 @@ data_dir = "{tmp_path / 'data'}"
         run.wait(lambda: _counts(db_https) == {f"load-{i:04d}": per_stack for i in range(1, LOAD_N + 1)}, 30,
                  f"{per_stack} readings stored per stack")
         assert "certificate" not in run.log.read_text().lower()
+    finally:
+        run.stop()
+
+
+def test_a_service_that_does_not_trust_the_broker_says_why_in_health(secured, tmp_path):
+    pki, mosq, influx = secured
+    other = make_pki(tmp_path / "other", "other")
+    run = tls_service(tmp_path, pki, mosq, influx, "tls_wrong_ca", other.ca)
+    try:
+        mqtt_check = run.wait(lambda: (lambda c: c["mqtt"]["error"] and c["mqtt"])(run.get("/health")[1]["checks"]),
+                              30, "the broker's error in /health")
+        assert mqtt_check["ok"] is False and "certificate verify failed" in mqtt_check["error"], mqtt_check
+        assert run.get("/health")[1]["status"] == "degraded"
+        assert "certificate verify failed" in run.log.read_text()
     finally:
         run.stop()
 
