@@ -121,3 +121,49 @@ def test_demo_status_line_shows_readings_per_second_over_the_last_minute(monkeyp
     rates = [float(line.split("(")[1].split("/s")[0]) for line in lines[13:]]  # a minute and more in
     assert all(1.9 <= r <= 2.1 for r in rates), rates
     assert len(last["samples"]) <= 14  # a minute of samples at most, not the whole run
+
+
+def test_the_installed_package_holds_every_module_the_image_runs(tmp_path):
+    """The image installs the project with `pip install .` (deploy/Dockerfile), not in editable mode: every
+    module of the source folders must be in the wheel, and the service must import from the wheel alone."""
+    import re
+    import sys
+    import zipfile
+
+    # What the Dockerfile copies, and nothing else (no build/ left over from an earlier build).
+    src = tmp_path / "src"
+    src.mkdir()
+    copies = re.findall(r"^COPY (.+) \S+$", (ROOT / "deploy" / "Dockerfile").read_text(), re.M)
+    for name in " ".join(copies).split():
+        (shutil.copytree if (ROOT / name).is_dir() else shutil.copy)(ROOT / name, src / name)
+    wheels = tmp_path / "wheel"
+    p = subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation",
+                        "-w", str(wheels), str(src)], capture_output=True, text=True)
+    assert p.returncode == 0, p.stderr[-3000:]
+    [wheel] = wheels.glob("carbon_cems-*.whl")
+    with zipfile.ZipFile(wheel) as z:
+        shipped = {n for n in z.namelist() if n.startswith("cems/")}
+        z.extractall(tmp_path / "site")
+    folders = {"cems": "cems", "ingest": "cems/ingest", "compute": "cems/compute", "store": "cems/store",
+               "api": "cems/api"}
+    expected = {f"{dest}/{f.relative_to(ROOT / src).as_posix()}" for src, dest in folders.items()
+                for f in (ROOT / src).rglob("*") if f.is_file() and (f.suffix == ".py" or "static" in f.parts)
+                and "__pycache__" not in f.parts}
+    assert not expected - shipped, f"not in the wheel: {sorted(expected - shipped)}"
+
+    site = str(tmp_path / "site")
+    code = f"""
+import importlib, pkgutil, sys
+sys.meta_path[:] = [f for f in sys.meta_path if "__editable__" not in getattr(f, "__module__", "")]
+sys.path.insert(0, {site!r})
+import cems
+names = [m.name for m in pkgutil.walk_packages(cems.__path__, "cems.")]
+for name in ["cems", *names]:
+    module = importlib.import_module(name)
+    assert module.__file__.startswith({site!r}), (name, module.__file__)
+import cems.service, cems.api.app
+from cems.cli import main
+sys.exit(main(["check-config", "--config", {str(ROOT / "deploy" / "docker.toml")!r}]))
+"""
+    p = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0 and p.stdout.startswith("ok: 1 plant(s), 2 stack(s)"), p.stdout + p.stderr[-3000:]
