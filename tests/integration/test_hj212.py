@@ -7,11 +7,9 @@ integration service plus an `[hj212]` section. Loggers are `SimLogger`s or raw s
 import asyncio
 import datetime as dt
 import json
-import shutil
 import socket
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 import uuid
@@ -345,18 +343,6 @@ def test_hour_frame_goes_to_the_reported_topic_encrypted_2025(backends, bridge_o
     assert body["values"]["a05001"] == {"Avg": 13.125, "Cou": None, "Min": 13.0, "Max": 13.25, "Flag": "N"}
     assert body["values"]["a00000"] == {"Avg": 405.0, "Cou": 405.0 * 3600, "Min": 400.0, "Max": 410.0, "Flag": "N"}
     assert set(body["values"]) == set(samples)
-
-
-@pytest.fixture
-def broker_dir():
-    """A directory mosquitto can persist sessions in even after dropping root for its own user (pytest's
-    tmp_path is private to the test user)."""
-    wd = Path(tempfile.mkdtemp(prefix="cems-hj212-broker-"))
-    (wd / "mosquitto").mkdir()
-    for d in (wd, wd / "mosquitto"):
-        d.chmod(0o777)
-    yield wd
-    shutil.rmtree(wd, ignore_errors=True)
 
 
 def test_no_9014_while_the_broker_is_down_then_delivery_and_9014(backends, tmp_path, broker_dir):

@@ -11,20 +11,15 @@ import random
 import shutil
 import subprocess
 import sys
-import tempfile
 import time
 import uuid
-from pathlib import Path
 
-import numpy as np
-import orjson
 import pytest
 
 from cems import localservices as ls
-from cems.config import load_config
-from cems.ingest.simulator import Scenario, StackSim, generate
+from cems.ingest.simulator import Scenario
 
-from .conftest import Backends, StatusWatch, start_service, wait_for
+from .conftest import Backends, GatewayRun, check_stored, expected_run, start_service, wait_for
 
 pytestmark = pytest.mark.integration
 RATE_HZ, BATCH, DURATION_S, SEED, KEEPALIVE_S = 4, 4, 45, 11, 5
@@ -95,17 +90,6 @@ def gateway_net():
     net.close()
 
 
-@pytest.fixture
-def broker_dir():
-    """A directory mosquitto can persist sessions in even after dropping root (tmp_path is private)."""
-    wd = Path(tempfile.mkdtemp(prefix="cems-net-broker-"))
-    (wd / "mosquitto").mkdir()
-    for d in (wd, wd / "mosquitto"):
-        d.chmod(0o777)
-    yield wd
-    shutil.rmtree(wd, ignore_errors=True)
-
-
 def test_a_lossy_then_silent_link_loses_no_readings(backends, tmp_path, broker_dir, gateway_net):
     port, gw_port = ls.free_port(), ls.free_port()
     # The service and the test's watcher on loopback; the gateway on the namespace's link only.
@@ -121,62 +105,34 @@ def test_a_lossy_then_silent_link_loses_no_readings(backends, tmp_path, broker_d
     cmd = [*gateway_net.prefix(), sys.executable, "-m", "cems.cli", "simulate", "--config", str(gw_config),
            "--no-events", "--rate", str(RATE_HZ), "--batch", str(BATCH), "--duration", str(DURATION_S),
            "--seed", str(SEED), "--spool-dir", str(spool)]
-    log_path = tmp_path / "simulate.log"
-    logf = open(log_path, "ab")  # noqa: SIM115
-    watch = StatusWatch(port, "it")
-    sim = None
-
-    def accepted() -> int:
-        return ((run.get("/health")[1] or {}).get("checks", {}).get("pipeline", {}).get("accepted") or 0)
-
+    gw = GatewayRun(cmd, tmp_path / "simulate.log", port)
+    accepted = run.accepted
     try:
-        sim = subprocess.Popen(cmd, stdout=logf, stderr=subprocess.STDOUT)
-        wait_for(lambda: (watch.last() or {}).get("status") == "online", 30, "the gateway's online status")
+        gw.start()
         wait_for(lambda: accepted() > 0, 30, "first readings stored")
 
         n_clean = accepted()
         gateway_net.drop(20)
         time.sleep(LOSSY_S)  # the lossy stretch's length, not a synchronisation
         n_lossy = accepted()
+        assert n_lossy > n_clean, "nothing arrived over the lossy link"
         gateway_net.drop(100)
-        wait_for(lambda: (watch.last() or {}).get("status") == "offline", 3 * KEEPALIVE_S,
-                 "the broker's last will for the silent gateway")
-        assert watch.last()["reason"] == "connection lost"
+        will = gw.wait_status("offline", 3 * KEEPALIVE_S, "the broker's last will for the silent gateway")
+        assert will["reason"] == "connection lost"
         n_cut = accepted()
         time.sleep(max(0.0, CUT_S - 1.5 * KEEPALIVE_S))
         assert accepted() == n_cut, "readings arrived over a link that drops every packet"
         gateway_net.drop(0)
-        wait_for(lambda: (watch.last() or {}).get("status") == "online", 40, "online again after the cut")
-        assert sim.poll() is None, "the run ended before the link was back: lengthen DURATION_S"
+        gw.wait_status("online", 40, "online again after the cut")
+        assert gw.running(), "the run ended before the link was back: lengthen DURATION_S"
+        gw.finish()
 
-        assert sim.wait(120) == 0, log_path.read_text()[-3000:]
-        out = log_path.read_text()
-        assert "still in" not in out, out[-3000:]  # the gateway's spool drained before it stopped
-        assert watch.last()["status"] == "offline" and watch.last()["reason"] == "stopped"
-        assert n_lossy > n_clean, "nothing arrived over the lossy link"
-
-        # What the generator produced for this run (the same pure function, the same seed and start).
-        state = orjson.loads((spool / "sim-it" / "simulator.json").read_bytes())
-        cfg = load_config(run.config)
         n_readings = DURATION_S * RATE_HZ
-        ts = state["start_ms"] + np.arange(n_readings, dtype=np.int64) * (1000 // RATE_HZ)
-        expected = {s.id: generate(StackSim.of("it", "Asia/Shanghai", s), ts, Scenario(seed=SEED, events=False))
-                    for s in cfg.plants[0].stacks}
-        total = sum(len(r) for r in expected.values())
-        assert total == 2 * n_readings
-        run.wait(lambda: accepted() >= total, 60, "every reading accepted")
-        rows = run.influx_query("SELECT count(co2_pct), sum(co2_pct) FROM reading WHERE plant = 'it' GROUP BY stack")
-        by_stack = {r["stack"]: r for r in rows}
-        for s, r in expected.items():
-            assert by_stack[s]["count"] == len(r), s
-            assert by_stack[s]["sum"] == pytest.approx(float(np.nansum(r.values["co2_pct"])), rel=1e-9), s
-        pipe = run.get("/health")[1]["checks"]["pipeline"]
-        assert pipe["accepted"] == total and pipe["corrections"] == 0 and pipe["rejected"] == 0
+        expected = expected_run(spool / "sim-it" / "simulator.json", run.config, n_readings, 1000 // RATE_HZ,
+                                Scenario(seed=SEED, events=False))
+        assert sum(len(r) for r in expected.values()) == 2 * n_readings
+        check_stored(run, expected)
     finally:
-        if sim is not None and sim.poll() is None:
-            sim.kill()
-            sim.wait()
-        logf.close()
-        watch.close()
+        gw.close()
         run.stop()
         broker.stop()
