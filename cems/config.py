@@ -87,13 +87,14 @@ class InfluxConfig(_Section):
     key_file: Path | None = None
     tls_verify_hostname: bool = True
 
-    @model_validator(mode="after")
-    def _bucket_is_the_database(self) -> "InfluxConfig":
+    @model_validator(mode="before")
+    @classmethod
+    def _bucket_is_the_database(cls, data):
         """InfluxDB 2.x serves a bucket on its v1 endpoints under the bucket's name (its virtual DBRP mapping), so
         a config that names only a bucket uses it; an explicit `database` (a DBRP mapping of its own) wins."""
-        if self.bucket is not None and "database" not in self.model_fields_set:
-            object.__setattr__(self, "database", self.bucket)
-        return self
+        if isinstance(data, dict) and data.get("bucket") is not None and "database" not in data:
+            data = {**data, "database": data["bucket"]}
+        return data
 
     @model_validator(mode="after")
     def _tls_files_need_https(self) -> "InfluxConfig":
