@@ -4,12 +4,14 @@ gateway) configured for both (`[mqtt] tls`, `ca_file`, `cert_file`, `key_file`; 
 `ca_file`). Every reading the gateway takes arrives over TLS and is stored once through https; clients
 that do not trust the server, or that the broker does not trust, are refused and say why."""
 
+import json
 import re
 import shutil
 import ssl
 import subprocess
 import sys
 import tempfile
+import threading
 from pathlib import Path
 
 import paho.mqtt.client as mqtt
@@ -18,10 +20,11 @@ import pytest
 from cems import localservices as ls
 from cems.config import MqttConfig, load_config, tls_context
 from cems.ingest.collector import mqtt_client
+from cems.ingest.hj212_codec import build_frame
 from cems.store.influx import Influx
 from tests.tlscerts import make_pki
 
-from .conftest import Running
+from .conftest import Running, wait_for
 
 pytestmark = pytest.mark.integration
 LOAD_N, RATE_HZ, DURATION_S, SPEEDUP, BATCH = 2, 2, 4, 10, 7
@@ -193,3 +196,41 @@ def test_influxdb_over_https_is_reached_only_with_its_ca(secured, tmp_path):
     other = make_pki(tmp_path / "other", "other")
     assert not Influx(url, "x", tls=ssl.create_default_context(cafile=str(other.ca))).ping()
     assert not Influx(url, "x").ping()  # the system's CAs do not know the plant's
+
+
+def test_hj212_bridge_publishes_to_the_broker_over_tls(secured, tmp_path):
+    """The bridge answers a logger (9014) only once the broker has acknowledged the reading: here over TLS."""
+    from .conftest import STACKS
+    from .test_hj212 import HJ212, BridgeThread, TcpLogger, packet_k1
+
+    pki, mosq, _ = secured
+    mqtt_tls = (f'[mqtt]\nport = {mosq.port}\ntls = true\nca_file = "{pki.ca}"\ncert_file = "{pki.client_cert}"\n'
+                f'key_file = "{pki.client_key}"\n')
+    config = tmp_path / "hj212.toml"
+    config.write_text(mqtt_tls + STACKS + HJ212)
+    got: list[bytes] = []
+    subscribed = threading.Event()
+    sub = mqtt_client(load_config(config).mqtt, "tls-hj212-sub")
+    sub.on_connect = lambda c, u, f, rc, p: c.subscribe("cems/v1/it/k1/readings", qos=1)
+    sub.on_subscribe = lambda *a: subscribed.set()
+    sub.on_message = lambda c, u, m: got.append(m.payload)
+    sub.connect("127.0.0.1", mosq.port)
+    sub.loop_start()
+    bridge = None
+    try:
+        assert subscribed.wait(10), "no SUBACK over TLS"
+        bridge = BridgeThread(config)
+        logger = TcpLogger(bridge.port)
+        try:
+            p = packet_k1("20250101080000042")
+            logger.send(build_frame(p))
+            assert logger.wait_answer(p.qn).cn == "9014"
+        finally:
+            logger.close()
+        wait_for(lambda: got, 10, "the logger's reading on cems/v1/it/k1/readings")
+        assert json.loads(got[0])["temp_c"] == 50.0
+    finally:
+        if bridge is not None:
+            bridge.stop()
+        sub.loop_stop()
+        sub.disconnect()
