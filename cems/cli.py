@@ -62,7 +62,9 @@ def _demo(a) -> int:
 def _check(a) -> int:
     cfg = load_config(a.config)
     n = sum(len(p.stacks) for p in cfg.plants)
-    print(f"ok: {len(cfg.plants)} plant(s), {n} stack(s), {len(cfg.api.tokens)} token(s)")
+    m, i = cfg.mqtt, cfg.influx
+    print(f"ok: {len(cfg.plants)} plant(s), {n} stack(s), {len(cfg.api.tokens)} token(s); "
+          f"broker mqtt{'s' if m.tls else ''}://{m.host}:{m.port}, database {i.url.rstrip('/')} ({i.database})")
     return 0
 
 

@@ -761,3 +761,14 @@ def test_a_bucket_alone_names_the_database_an_explicit_database_wins():
     both = parse_config('[influx]\ntoken = "t"\nbucket = "plant-b"\ndatabase = "mapped"\n' + MINIMAL).influx
     assert (both.database, both.bucket) == ("mapped", "plant-b")
     assert parse_config(MINIMAL).influx.database == "cems"
+
+
+def test_check_config_says_what_it_will_connect_to(tmp_path, capsys, pki):
+    from cems.cli import main
+
+    path = tmp_path / "c.toml"
+    path.write_text(f'[mqtt]\nhost = "b.example"\nport = 8883\ntls = true\nca_file = "{pki.ca}"\n\n'
+                    '[influx]\nurl = "https://db.example:8086/"\ndatabase = "plant"\n' + MINIMAL)
+    assert main(["check-config", "--config", str(path)]) == 0
+    assert capsys.readouterr().out == ("ok: 1 plant(s), 1 stack(s), 0 token(s); broker mqtts://b.example:8883, "
+                                       "database https://db.example:8086 (plant)\n")
