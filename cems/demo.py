@@ -11,6 +11,7 @@ import secrets
 import subprocess
 import sys
 import time
+import urllib.parse
 import urllib.request
 from pathlib import Path
 
@@ -122,11 +123,20 @@ def _status_line(base: str, token: str, last: dict | None = None, now: float | N
     shown = "" if rate is None else f" ({rate:.1f}/s)" if rate < 10 else f" ({rate:,.0f}/s)"
     parts = [f"{h.get('status', '?')}", f"{accepted} readings{shown}", f"{len(stacks)} stacks",
              f"{p.get('rejected', 0)} rejected"]
+    utc_now = dt.datetime.now(dt.UTC)
+    window = urllib.parse.urlencode({"start": (utc_now - dt.timedelta(hours=3)).isoformat(),
+                                     "end": utc_now.isoformat()})
     for s in stacks:
-        live = _get(f"{base}/api/v1/stacks/{s['plant']}/{s['stack']}/live", token) or {}
+        path = f"{base}/api/v1/stacks/{s['plant']}/{s['stack']}"
+        live = _get(f"{path}/live", token) or {}
         rate = live.get("rate_t_h")
-        parts.append(f"{s['stack']}: {rate:.1f} t/h, hour {live.get('hour_to_date_t', 0):.2f} t"
-                     if rate is not None else f"{s['stack']}: waiting for the first minute")
+        text = (f"{s['stack']}: {rate:.1f} t/h, this hour {live.get('hour_to_date_t', 0):.2f} t"
+                if rate is not None else f"{s['stack']}: waiting for the first minute")
+        items = (_get(f"{path}/hours?{window}", token) or {}).get("items", [])
+        hours = [h for h in items if h.get("co2_t") is not None]
+        if hours:  # the last hour with a figure (an hour closes a little after its end, DESIGN §4)
+            text += f", last hour ({hours[-1]['start'][11:16]}) {hours[-1]['co2_t']:.1f} t"
+        parts.append(text)
     return " | ".join(parts)
 
 

@@ -109,15 +109,19 @@ def test_demo_status_line_shows_readings_per_second_over_the_last_minute(monkeyp
         "/api/v1/stacks": lambda: {"items": [{"plant": "wusha", "stack": "u1"}, {"plant": "wusha", "stack": "u2"}]},
         "/api/v1/stacks/wusha/u1/live": lambda: {"rate_t_h": 223.61, "hour_to_date_t": 3.734},
         "/api/v1/stacks/wusha/u2/live": lambda: {},
+        "/api/v1/stacks/wusha/u1/hours": lambda: {"items": [
+            {"start": "2026-11-26T12:00:00+08:00", "co2_t": 250.04}, {"start": "2026-11-26T13:00:00+08:00",
+                                                                        "co2_t": 268.16}]},
+        "/api/v1/stacks/wusha/u2/hours": lambda: {"items": []},
     }
-    monkeypatch.setattr(demo, "_get", lambda url, token=None: answers[url.removeprefix("http://x")]())
+    monkeypatch.setattr(demo, "_get", lambda url, token=None: answers[url.removeprefix("http://x").split("?")[0]]())
     last: dict = {}
     lines = []
     for t in range(0, 125, 5):  # two stacks at 1 Hz, one of them arriving 10 at a time
         accepted["n"] = t + (t // 10) * 10
         lines.append(demo._status_line("http://x", "tok", last, now=1000.0 + t))
-    assert lines[0] == ("ok | 0 readings | 2 stacks | 1 rejected | u1: 223.6 t/h, hour 3.73 t | "
-                        "u2: waiting for the first minute")
+    assert lines[0] == ("ok | 0 readings | 2 stacks | 1 rejected | u1: 223.6 t/h, this hour 3.73 t, last hour "
+                        "(13:00) 268.2 t | u2: waiting for the first minute")
     rates = [float(line.split("(")[1].split("/s")[0]) for line in lines[13:]]  # a minute and more in
     assert all(1.9 <= r <= 2.1 for r in rates), rates
     assert len(last["samples"]) <= 14  # a minute of samples at most, not the whole run
