@@ -18,7 +18,7 @@ from cems.ingest.processor import Intake, Processor
 from cems.store.deadletter import DeadLetters
 from cems.store.influx import Influx
 from cems.store.journal import Journal
-from cems.store.spool import SpooledInflux
+from cems.store.spool import WRITE_BUCKETS_S, SpooledInflux
 
 # Python's cyclic collector, tuned for a service that holds a large, long-lived state (the in-memory window)
 # and allocates many short-lived objects a message: a young generation of 50,000 container objects rather
@@ -36,6 +36,17 @@ log = logging.getLogger("cems.service")
 def influx_from(cfg: Config) -> Influx:
     i = cfg.influx
     return Influx(i.url, i.database, i.username, i.password, i.token, i.timeout_s, tls=tls_context(i))
+
+
+def write_latency_rows(store: SpooledInflux) -> list[tuple]:
+    """The InfluxDB write-latency histogram (successful direct writes) as `/metrics` rows."""
+    help_ = "duration of direct InfluxDB write requests"
+    name = "cems_influx_write_duration_seconds"
+    rows = [(f"{name}_bucket", "histogram", help_, n, {"le": repr(le)})
+            for le, n in zip(WRITE_BUCKETS_S, store.write_le, strict=True)]
+    return rows + [(f"{name}_bucket", "histogram", help_, store.writes, {"le": "+Inf"}),
+                   (f"{name}_sum", "histogram", help_, store.write_seconds, {}),
+                   (f"{name}_count", "histogram", help_, store.writes, {})]
 
 
 class Service:
@@ -125,6 +136,7 @@ class Service:
             ("cems_influx_write_seconds_total", "counter", "time spent in direct InfluxDB write requests",
              self.store.write_seconds, {}),
             ("cems_influx_writes_total", "counter", "direct InfluxDB write requests", self.store.writes, {}),
+            *write_latency_rows(self.store),
             ("cems_influx_points_written_total", "counter", "points written directly to InfluxDB",
              self.store.points_written, {}),
             ("cems_mqtt_connected", "gauge", "1 while connected to the broker", self.collector.connected.is_set(),

@@ -12,6 +12,7 @@ a record saying so.
 A spool record is ``f64 spooled_at | u8 len(precision) | precision | lines joined by \\n``.
 """
 
+import bisect
 import logging
 import queue
 import struct
@@ -34,6 +35,9 @@ IN_FLIGHT = 4  # batches queued for the writer thread (taken together) while the
 LANES = 2
 GATHER_S = 0.05  # how long the writer waits for more points when it has fewer than GATHER_POINTS
 GATHER_POINTS = 5000
+# Upper bounds [s] of the write-latency histogram (`/metrics`): a healthy write of a few thousand points
+# takes tens of ms; seconds mean a struggling database (the request times out at influx.timeout_s).
+WRITE_BUCKETS_S = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
 
 def series_lanes(lines: list[str], n: int) -> list[list[str]]:
@@ -74,6 +78,7 @@ class SpooledInflux:
         self.writes = 0  # direct write requests that succeeded, their points and their total time
         self.points_written = 0
         self.write_seconds = 0.0
+        self.write_le = [0] * len(WRITE_BUCKETS_S)  # requests that took at most each bucket's bound, cumulative
         self._pool: ThreadPoolExecutor | None = None  # the lanes beyond the writer thread's own
         pending = self.log.status()["records"]
         if pending:
@@ -135,9 +140,12 @@ class SpooledInflux:
             try:
                 t = time.perf_counter()
                 self.db.write(lines, precision)
+                took = time.perf_counter() - t
                 with self._lock:
-                    self.write_seconds += time.perf_counter() - t
+                    self.write_seconds += took
                     self.writes += 1
+                    for i in range(bisect.bisect_left(WRITE_BUCKETS_S, took), len(WRITE_BUCKETS_S)):
+                        self.write_le[i] += 1
                     self.points_written += len(lines)
                 self.last_error = None
                 return

@@ -22,13 +22,20 @@ def _escape(v) -> str:
     return str(v).replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
 
 
+HISTOGRAM_SAMPLES = ("_bucket", "_sum", "_count")
+
+
 def exposition(metrics: list[tuple[str, str, str, float | None, dict[str, str]]]) -> str:
-    """Text format from (name, type, help, value, labels) rows; rows of one name must be adjacent."""
+    """Text format from (name, type, help, value, labels) rows; rows of one family must be adjacent. A
+    histogram's rows are its samples (`<family>_bucket` with `le`, `_sum`, `_count`), typed "histogram"."""
     out, seen = [], set()
     for name, kind, text, value, labels in metrics:
-        if name not in seen:
-            seen.add(name)
-            out += [f"# HELP {name} {text}", f"# TYPE {name} {kind}"]
+        family = name
+        if kind == "histogram":
+            family = next(name[:-len(x)] for x in HISTOGRAM_SAMPLES if name.endswith(x))
+        if family not in seen:
+            seen.add(family)
+            out += [f"# HELP {family} {text}", f"# TYPE {family} {kind}"]
         lab = ",".join(f'{k}="{_escape(v)}"' for k, v in labels.items())
         out.append(f"{name}{{{lab}}} {_value(value)}" if lab else f"{name} {_value(value)}")
     return "\n".join(out) + "\n"

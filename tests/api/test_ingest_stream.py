@@ -109,3 +109,14 @@ def test_metrics_exposition_format():
                     'g{k="a\\"b\\\\c\\nd"} NaN\ng{k="x"} 1.5\n')
     c = TestClient(create_app(parse_config(CFG), FakeDb(), lambda p, s: None, lambda: {}))
     assert c.get("/metrics").status_code == 404  # no metrics source in this process
+
+
+def test_a_histogram_has_one_help_and_type_for_its_family():
+    from cems.api.routes.metrics import exposition
+
+    h = "write time"
+    text = exposition([("w_seconds_bucket", "histogram", h, 1, {"le": "0.1"}),
+                       ("w_seconds_bucket", "histogram", h, 3, {"le": "+Inf"}),
+                       ("w_seconds_sum", "histogram", h, 0.75, {}), ("w_seconds_count", "histogram", h, 3, {})])
+    assert text == ('# HELP w_seconds write time\n# TYPE w_seconds histogram\nw_seconds_bucket{le="0.1"} 1.0\n'
+                    'w_seconds_bucket{le="+Inf"} 3.0\nw_seconds_sum 0.75\nw_seconds_count 3.0\n')

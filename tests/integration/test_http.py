@@ -80,14 +80,28 @@ def test_prometheus_metrics(service):
     t = int(time.time()) - 300
     body = json.dumps({"ts": [t + s for s in range(10)], **K1}).encode()
     assert post(service, "/ingest/it/k1", body).status_code == 202
-    r = httpx.get(f"http://127.0.0.1:{service.api_port}/metrics", timeout=10)
+
+    def scrape() -> tuple[httpx.Response, dict[str, float]]:
+        r = httpx.get(f"http://127.0.0.1:{service.api_port}/metrics", timeout=10)
+        values = {}
+        for line in r.text.splitlines():
+            if line and not line.startswith("#"):
+                name, value = line.rsplit(" ", 1)
+                values[name] = float(value)
+        return r, values
+
+    # The readings are journaled when the POST returns, handled and written a moment later.
+    r, values = service.wait(lambda: (lambda rv: rv[1].get("cems_influx_writes_total") and rv)(scrape()), 30,
+                             "a write to InfluxDB in the metrics")
     assert r.status_code == 200 and r.headers["content-type"].startswith("text/plain; version=0.0.4")
-    values = {}
-    for line in r.text.splitlines():
-        if line and not line.startswith("#"):
-            name, value = line.rsplit(" ", 1)
-            values[name] = float(value)
     assert values['cems_readings_total{outcome="accepted"}'] >= 10
     assert values["cems_journaled_messages_total"] >= 1 and values["cems_mqtt_connected"] == 1.0
     assert values["cems_spool_points"] == 0.0 and values["cems_journal_unprocessed_messages"] >= 0
     assert "# TYPE cems_readings_total counter" in r.text
+    # Write latency as a histogram: cumulative buckets, +Inf equal to the count, a sum of seconds.
+    assert "# TYPE cems_influx_write_duration_seconds histogram" in r.text
+    buckets = [v for k, v in values.items() if k.startswith("cems_influx_write_duration_seconds_bucket")]
+    assert len(buckets) == 12 and buckets == sorted(buckets)
+    assert values['cems_influx_write_duration_seconds_bucket{le="+Inf"}'] == \
+        values["cems_influx_write_duration_seconds_count"] >= 1
+    assert values["cems_influx_write_duration_seconds_sum"] > 0

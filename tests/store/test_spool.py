@@ -239,3 +239,17 @@ def test_a_big_write_during_an_outage_drains_each_series_in_order(parts):
     while not sp.drain_once():
         pass
     assert _per_series([p for _, p in db.points]) == _per_series(lines)
+
+
+def test_write_latency_lands_in_cumulative_buckets(parts, monkeypatch):
+    from cems.store import spool as spool_module
+
+    _, sp, _, _ = parts
+    ticks = iter([0.0, 0.03, 10.0, 10.004, 20.0, 32.0])  # requests of 30 ms, 4 ms and 12 s
+    monkeypatch.setattr(spool_module.time, "perf_counter", lambda: next(ticks))
+    for i in range(3):
+        sp.write([f"a v={i} {i}"])
+    le = dict(zip(spool_module.WRITE_BUCKETS_S, sp.write_le, strict=True))
+    assert (le[0.005], le[0.025], le[0.05], le[10.0]) == (1, 1, 2, 2)  # 12 s is only under +Inf
+    assert sp.writes == 3 and sp.write_seconds == pytest.approx(0.03 + 0.004 + 12.0)
+    assert sp.write_le == sorted(sp.write_le)
