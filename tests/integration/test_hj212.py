@@ -246,6 +246,17 @@ def packet_k1(qn: str, cn: str = "2011", pw: str = "123456", mn: str = MN_K1, fl
     return Packet(cn=cn, mn=mn, pw=pw, cp=cp, qn=qn, st="32", flag=flag, **kw)
 
 
+def realtime_answered(port: int, qn: str) -> None:
+    """A real-time frame for k1 sent to the bridge on `port` is answered 9014 (which follows the broker's PUBACK)."""
+    lg = TcpLogger(port)
+    try:
+        p = packet_k1(qn)
+        lg.send(build_frame(p))
+        assert lg.wait_answer(p.qn).cn == "9014"
+    finally:
+        lg.close()
+
+
 def test_bad_frames_are_refused_counted_and_never_answered(bridge_only):
     lg = TcpLogger(bridge_only.port)
     try:
@@ -393,13 +404,7 @@ def test_cli_runs_the_bridge(backends, tmp_path):
                                 stdout=f, stderr=subprocess.STDOUT)
     try:
         ls.wait_port(bport, proc)
-        lg = TcpLogger(bport)
-        try:
-            p = packet_k1("20250101080000030")
-            lg.send(build_frame(p))
-            assert lg.wait_answer(p.qn).cn == "9014"
-        finally:
-            lg.close()
+        realtime_answered(bport, "20250101080000030")
     finally:
         proc.terminate()
         assert proc.wait(20) == 0, log.read_text()

@@ -20,7 +20,6 @@ import pytest
 from cems import localservices as ls
 from cems.config import MqttConfig, load_config, tls_context
 from cems.ingest.collector import mqtt_client
-from cems.ingest.hj212_codec import build_frame
 from cems.store.influx import Influx
 from tests.tlscerts import make_pki
 
@@ -201,7 +200,7 @@ def test_influxdb_over_https_is_reached_only_with_its_ca(secured, tmp_path):
 def test_hj212_bridge_publishes_to_the_broker_over_tls(secured, tmp_path):
     """The bridge answers a logger (9014) only once the broker has acknowledged the reading: here over TLS."""
     from .conftest import STACKS
-    from .test_hj212 import HJ212, BridgeThread, TcpLogger, packet_k1
+    from .test_hj212 import HJ212, BridgeThread, realtime_answered
 
     pki, mosq, _ = secured
     mqtt_tls = (f'[mqtt]\nport = {mosq.port}\ntls = true\nca_file = "{pki.ca}"\ncert_file = "{pki.client_cert}"\n'
@@ -220,13 +219,7 @@ def test_hj212_bridge_publishes_to_the_broker_over_tls(secured, tmp_path):
     try:
         assert subscribed.wait(10), "no SUBACK over TLS"
         bridge = BridgeThread(config)
-        logger = TcpLogger(bridge.port)
-        try:
-            p = packet_k1("20250101080000042")
-            logger.send(build_frame(p))
-            assert logger.wait_answer(p.qn).cn == "9014"
-        finally:
-            logger.close()
+        realtime_answered(bridge.port, "20250101080000042")
         wait_for(lambda: got, 10, "the logger's reading on cems/v1/it/k1/readings")
         assert json.loads(got[0])["temp_c"] == 50.0
     finally:
