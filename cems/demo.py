@@ -108,7 +108,7 @@ RATE_WINDOW_S = 60.0  # readings/s over the last minute: gateways send in batche
 
 def _status_line(base: str, token: str, last: dict | None = None, now: float | None = None) -> str:
     """Health, readings/s over the last minute (`last` keeps the samples), rejected, and each stack's live
-    rate and hour-to-date total."""
+    rate, this hour's total so far and the last closed hour's total."""
     h = _get(f"{base}/api/v1/health") or {}
     stacks = (_get(f"{base}/api/v1/stacks", token) or {}).get("items", [])
     p = h.get("checks", {}).get("pipeline", {})
@@ -133,7 +133,7 @@ def _status_line(base: str, token: str, last: dict | None = None, now: float | N
         text = (f"{s['stack']}: {rate:.1f} t/h, this hour {live.get('hour_to_date_t', 0):.2f} t"
                 if rate is not None else f"{s['stack']}: waiting for the first minute")
         items = (_get(f"{path}/hours?{window}", token) or {}).get("items", [])
-        hours = [h for h in items if h.get("co2_t") is not None]
+        hours = [hour for hour in items if hour.get("co2_t") is not None]
         if hours:  # the last hour with a figure (an hour closes a little after its end, DESIGN §4)
             text += f", last hour ({hours[-1]['start'][11:16]}) {hours[-1]['co2_t']:.1f} t"
         parts.append(text)
