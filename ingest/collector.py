@@ -50,7 +50,7 @@ def _log_connect_failures(client: mqtt.Client, where: str) -> None:
     One warning for each new reason, and again once it has gone on for a minute, not one per retry. The
     reason stays in `client.connect_error` (None once connected) for the health check."""
     reconnect = client.reconnect
-    last = {"reason": None, "at": 0.0}
+    logged_at = [0.0]  # when the current reason was last logged
     client.connect_error = None
 
     def logged_reconnect():
@@ -58,12 +58,12 @@ def _log_connect_failures(client: mqtt.Client, where: str) -> None:
             out = reconnect()
         except OSError as e:
             reason, now = str(e) or type(e).__name__, time.monotonic()
-            if reason != last["reason"] or now - last["at"] >= 60:
+            if reason != client.connect_error or now - logged_at[0] >= 60:
                 log.warning("cannot connect to the broker at %s: %s (retrying with backoff)", where, reason)
-                last.update(reason=reason, at=now)
+                logged_at[0] = now
             client.connect_error = reason
             raise
-        last["reason"] = client.connect_error = None
+        client.connect_error = None
         return out
 
     client.reconnect = logged_reconnect
@@ -191,7 +191,7 @@ class Collector:
     @property
     def error(self) -> str | None:
         """Why the broker cannot be reached or refused us, while that lasts."""
-        return None if self.connected.is_set() else (self._refused or getattr(self.client, "connect_error", None))
+        return None if self.connected.is_set() else (self._refused or self.client.connect_error)
 
     def _on_connect(self, client, userdata, flags, reason_code, properties):
         if reason_code.is_failure:

@@ -280,7 +280,7 @@ class GatewayRun:
         assert self.proc.wait(timeout) == 0, self.log.read_text()[-3000:]
         out = self.log.read_text()
         assert "still in" not in out, out[-3000:]  # the gateway's spool drained before it stopped
-        assert self.status() == self.status() | {"status": "offline", "reason": "stopped"}
+        assert (self.status().get("status"), self.status().get("reason")) == ("offline", "stopped")
         return out
 
     def close(self) -> None:
